@@ -1,0 +1,96 @@
+"""Command line: ``lisa-plugin tiny DIR`` and ``lisa-plugin demo DIR``.
+
+``tiny`` builds the offline tiny model, tokenizer and instruction data that the
+``example_configs/tiny-*.yml`` configs train on. ``demo`` does that and then runs
+``axolotl train`` with the LISA config, and prints what LISA did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lisa_plugin.tiny import ARCHITECTURES, TinySpec
+
+EXAMPLE_CONFIGS = Path(__file__).resolve().parent.parent / "example_configs"
+
+
+def build_tiny(out: Path, arch: str = "llama", num_layers: int = 6) -> Path:
+    from lisa_plugin.tiny import build_tiny_model, write_instruction_data
+
+    build_tiny_model(out / "model", TinySpec(arch=arch, num_layers=num_layers))
+    write_instruction_data(out / "train.jsonl", n=512)
+    print(f"tiny {arch} model, tokenizer and data written to {out}")
+    return out
+
+
+def write_config(template: Path, tiny: Path, output_dir: Path, dest: Path) -> Path:
+    """Copy an example config, pointing its paths at ``tiny`` and ``output_dir``."""
+    import yaml
+
+    cfg = yaml.safe_load(template.read_text())
+    cfg["base_model"] = str(tiny / "model")
+    cfg["datasets"][0]["path"] = str(tiny / "train.jsonl")
+    cfg["dataset_prepared_path"] = str(tiny / "prepared")
+    cfg["output_dir"] = str(output_dir)
+    dest.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def axolotl_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `axolotl train` re-launches through `accelerate` found on PATH: use this interpreter's.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def demo(out: Path) -> int:
+    from lisa_plugin.history import read_history
+
+    tiny = out / "tiny"
+    if not (tiny / "model" / "config.json").exists():
+        build_tiny(tiny)
+    config = write_config(EXAMPLE_CONFIGS / "tiny-lisa.yml", tiny, out / "lisa", out / "lisa.yml")
+    axolotl = shutil.which("axolotl", path=axolotl_env()["PATH"]) or "axolotl"
+    print(f"running: axolotl train {config}", flush=True)
+    code = subprocess.call([axolotl, "train", str(config)], env=axolotl_env())
+    if code != 0:
+        print(f"axolotl train failed with exit status {code}", file=sys.stderr)
+        return code
+    history = read_history(out / "lisa")
+    print(f"\nLISA trained {len(history.switches)} intervals of {history.settings['interval_steps']} steps:")
+    for switch in history.switches:
+        print(
+            f"  step {switch['step']:>4}: layers {switch['active']}  "
+            f"optimizer state {switch['optimizer_state_bytes_before'] / 2**20:.2f} MB"
+        )
+    print(f"activation counts per layer: {history.activation_counts}")
+    print(f"model and lisa_history.json in {out / 'lisa'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lisa-plugin", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_tiny = sub.add_parser("tiny", help="build the tiny offline model, tokenizer and data")
+    p_tiny.add_argument("out", type=Path)
+    p_tiny.add_argument("--arch", choices=ARCHITECTURES, default="llama")
+    p_tiny.add_argument("--layers", type=int, default=6)
+    p_demo = sub.add_parser("demo", help="build the tiny model and train it with LISA through Axolotl")
+    p_demo.add_argument("out", type=Path, nargs="?", default=Path("runs/demo"))
+    args = parser.parse_args(argv)
+    if args.command == "tiny":
+        build_tiny(args.out, args.arch, args.layers)
+        return 0
+    return demo(args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

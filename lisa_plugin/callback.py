@@ -1,0 +1,118 @@
+"""LISA as a ``transformers.TrainerCallback``: the trainer tells it when, ``LayerSwitcher`` does it.
+
+Use with a plain ``Trainer`` or TRL's ``SFTTrainer``::
+
+    from lisa_plugin import LISACallback
+    trainer = Trainer(model=model, args=args, train_dataset=ds)
+    LISACallback(n_layers=2, interval_steps=20).attach(trainer)
+    trainer.train()
+
+The keyword arguments are exactly the keys of the ``lisa:`` block (see ``LisaConfig``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from lisa_plugin.config import LisaConfig
+from lisa_plugin.history import HISTORY_FILE
+from lisa_plugin.switching import LayerSwitcher
+
+LOG = logging.getLogger("lisa_plugin")
+
+
+class LISACallback(TrainerCallback, ExportableState):
+    """Samples ``n_layers`` decoder layers every ``interval_steps`` optimizer steps."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.config = LisaConfig(**settings)
+        self.switcher: LayerSwitcher | None = None
+        self._trainer = None
+        self._pending_metrics: dict[str, float] = {}
+
+    def attach(self, trainer) -> "LISACallback":
+        """Add this callback to ``trainer`` so that switch metrics go through ``trainer.log``."""
+        self._trainer = trainer
+        trainer.add_callback(self)
+        return self
+
+    # -- trainer events --------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        seed = self.config.seed if self.config.seed is not None else args.seed
+        self.switcher = LayerSwitcher(model, self.config, seed)
+        self.switcher.check_optimizer(optimizer)
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if state.global_step > 0 and isinstance(saved, dict) and saved.get("attributes", {}).get("history"):
+            self.switcher.restore(saved["attributes"]["history"])
+        self._switch(self.switcher.interval_of(state.global_step), args, state, control, optimizer)
+        return control
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        step = state.global_step  # optimizer steps done; the next step to run has this index
+        if step < state.max_steps and step % self.config.interval_steps == 0:
+            self._switch(self.switcher.interval_of(step), args, state, control, optimizer)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Fallback when the trainer was not attached: ride on the trainer's next log call.
+        if self._pending_metrics and logs is not None:
+            logs.update(self._pending_metrics)
+            if state.log_history:
+                state.log_history[-1].update(self._pending_metrics)
+            self._pending_metrics = {}
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self._write_history(args, state, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        self._write_history(args, state, args.output_dir)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write_history(args, state, args.output_dir)
+        return control
+
+    # -- state saved in checkpoints (trainer_state.json) -------------------------
+
+    def state(self) -> dict:
+        return {
+            "args": self.config.model_dump(),
+            "attributes": {"history": self.switcher.history.to_json() if self.switcher else None},
+        }
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _switch(self, switch_index, args, state, control, optimizer) -> None:
+        event = self.switcher.activate(switch_index, optimizer)
+        metrics = event.metrics()
+        if self._trainer is not None:
+            self._trainer.log(metrics)
+        else:
+            self._pending_metrics = metrics
+            control.should_log = True
+        self._write_history(args, state, args.output_dir)
+
+    def _write_history(self, args, state, output_dir: str) -> None:
+        if self.switcher is None or not state.is_world_process_zero:
+            return
+        if os.path.isdir(output_dir) or output_dir == args.output_dir:
+            self.switcher.history.write(output_dir)
+
+
+def _signature_from_config() -> inspect.Signature:
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for name, field in LisaConfig.model_fields.items():
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=field.annotation)
+        )
+    return inspect.Signature(params)
+
+
+# `help(LISACallback)` and IDEs show the lisa: keys, taken from the one place that defines them.
+LISACallback.__init__.__signature__ = _signature_from_config()

@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny locally built models, and real `axolotl train` runs on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+EXAMPLE_CONFIGS = REPO / "example_configs"
+
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"tests read the benchmark files from {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A tiny Llama-layout model (6 layers), its tokenizer and alpaca-format data."""
+    from lisa_plugin.__main__ import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama", 6)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_root(tmp_path_factory) -> Path:
+    from lisa_plugin.__main__ import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2", 4)
+
+
+def axolotl_config(method: str, tiny: Path, output_dir: Path, **overrides) -> dict:
+    """The example config of ``method`` (full/lora/lisa), pointed at ``tiny``, with overrides."""
+    cfg = yaml.safe_load((EXAMPLE_CONFIGS / f"tiny-{method}.yml").read_text())
+    cfg.update(
+        base_model=str(tiny / "model"),
+        dataset_prepared_path=str(tiny / "prepared"),
+        output_dir=str(output_dir),
+    )
+    cfg["datasets"][0]["path"] = str(tiny / "train.jsonl")
+    for key, value in overrides.items():
+        if key == "lisa" and isinstance(value, dict):
+            cfg["lisa"] = {**cfg.get("lisa", {}), **value}
+        elif value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def run_axolotl(cfg: dict, workdir: Path, *, env: dict | None = None, check: bool = True):
+    """`axolotl train` in a subprocess, as a user runs it; returns the CompletedProcess."""
+    from lisa_plugin.__main__ import axolotl_env
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    full_env = {**axolotl_env(), "PYTHONPATH": str(REPO / "tests") + os.pathsep + str(REPO), **(env or {})}
+    axolotl = str(Path(sys.executable).parent / "axolotl")
+    proc = subprocess.run(
+        [axolotl, "train", str(config_path)], cwd=workdir, env=full_env, capture_output=True, text=True
+    )
+    (workdir / "axolotl.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"axolotl train failed ({proc.returncode}); last output:\n{(proc.stdout + proc.stderr)[-4000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def axolotl_runs(tmp_path_factory, tiny_root) -> Path:
+    """A folder with real Axolotl runs of one tiny base model: lisa/, lora/, full/ (8 steps each)."""
+    runs = tmp_path_factory.mktemp("runs")
+    for method in ("lisa", "lora", "full"):
+        cfg = axolotl_config(method, tiny_root, runs / method, max_steps=8, logging_steps=1)
+        run_axolotl(cfg, runs / f".work-{method}")
+    return runs
+
+
+def load_json(path: Path):
+    return json.loads(Path(path).read_text())
