@@ -60,6 +60,12 @@ class LISACallback(TrainerCallback, ExportableState):
             self._switch(self.switcher.interval_of(step), args, state, control, optimizer)
         return control
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        # The trainer clears `should_log` at every step begin; keep asking until it logs.
+        if self._pending_metrics:
+            control.should_log = True
+        return control
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         # Fallback when the trainer was not attached: ride on the trainer's next log call.
         if self._pending_metrics and logs is not None:
@@ -95,7 +101,6 @@ class LISACallback(TrainerCallback, ExportableState):
             self._trainer.log(metrics)
         else:
             self._pending_metrics = metrics
-            control.should_log = True
         self._write_history(args, state, args.output_dir)
 
     def _write_history(self, args, state, output_dir: str) -> None:

@@ -92,9 +92,11 @@ class LisaHistory:
         return counts
 
     def add(self, event: SwitchEvent) -> None:
-        # A resumed run replays the switch at its resume step: keep one record per step.
+        # A resumed run re-applies the set of the interval it resumes in: the record
+        # written when that interval began stays; anything after it is dropped.
+        same = [s for s in self.switches if s["step"] == event.step and s["active"] == event.active]
         self.switches = [s for s in self.switches if s["step"] < event.step]
-        self.switches.append(event.record())
+        self.switches.append(same[0] if same else event.record())
 
     def to_json(self) -> dict[str, Any]:
         data = {"format": FORMAT, **asdict(self)}

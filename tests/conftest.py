@@ -67,7 +67,7 @@ def run_axolotl(cfg: dict, workdir: Path, *, env: dict | None = None, check: boo
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    full_env = {**axolotl_env(), "PYTHONPATH": str(REPO / "tests") + os.pathsep + str(REPO), **(env or {})}
+    full_env = {**axolotl_env(), **(env or {})}
     axolotl = str(Path(sys.executable).parent / "axolotl")
     proc = subprocess.run(
         [axolotl, "train", str(config_path)], cwd=workdir, env=full_env, capture_output=True, text=True

@@ -1,0 +1,72 @@
+"""The `lisa:` block through Axolotl's own config loading and validation (in process)."""
+
+import json
+
+import pytest
+import yaml
+from axolotl.cli.config import load_cfg
+
+from tests.conftest import axolotl_config
+
+
+def load(tiny_root, tmp_path, **overrides):
+    cfg = axolotl_config("lisa", tiny_root, tmp_path / "out", **overrides)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_cfg(str(path))
+
+
+def test_valid_block_gets_the_defaults(tiny_root, tmp_path):
+    from lisa_plugin import LisaConfig
+
+    cfg = load(tiny_root, tmp_path, lisa={"n_layers": 3})
+    # Axolotl drops null values from the validated config; the plugin restores them.
+    from lisa_plugin.plugin import _lisa_config
+
+    assert _lisa_config(cfg) == LisaConfig(n_layers=3, interval_steps=5)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(lisa={"n_layers": 0}), r"n_layers[\s\S]*greater than or equal to 1"),
+        (dict(lisa={"interval_steps": 0}), r"interval_steps[\s\S]*greater than or equal to 1"),
+        (dict(lisa={"strategy": "importance"}), r"lisa.strategy: unknown strategy 'importance'. Available: .*uniform"),
+        (dict(lisa={"layers_path": "model.layers[0]"}), r"lisa.layers_path: 'model.layers\[0\]' is not a dotted"),
+        (dict(lisa={"n_layer": 2}), r"n_layer[\s\S]*Extra inputs are not permitted"),
+        (dict(adapter="lora", lora_r=8, lora_alpha=16, lora_target_linear=True),
+         r"`adapter: lora` cannot be combined with `lisa:`"),
+        (dict(lisa_n_layers=2, lisa_step_interval=10), r"lisa_n_layers, lisa_step_interval configure Axolotl's built-in"),
+        (dict(optimizer="adafactor"), r"`optimizer: adafactor` is not supported with `lisa:`.*adamw_torch_fused"),
+        (dict(fsdp_config={"fsdp_version": 2, "reshard_after_forward": True}), r"`fsdp`/`fsdp_config` cannot be combined with `lisa:`"),
+    ],
+)
+def test_config_errors_name_the_key(tiny_root, tmp_path, overrides, message):
+    with pytest.raises(Exception, match=message):
+        load(tiny_root, tmp_path, **overrides)
+
+
+def test_deepspeed_is_refused(tiny_root, tmp_path):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto"}))
+    with pytest.raises(Exception, match=r"`deepspeed` cannot be combined with `lisa:`"):
+        load(tiny_root, tmp_path, deepspeed=str(ds))
+
+
+def test_no_block_means_no_callback(tiny_root, tmp_path):
+    from lisa_plugin import LISAPlugin
+
+    cfg = load(tiny_root, tmp_path, lisa=None)
+    assert cfg.lisa is None
+    assert LISAPlugin().add_callbacks_post_trainer(cfg, trainer=None) == []
+
+
+def test_too_many_layers_fails_at_model_load(tiny_root, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from lisa_plugin import LISAPlugin
+
+    cfg = load(tiny_root, tmp_path, lisa={"n_layers": 9})
+    model = AutoModelForCausalLM.from_pretrained(tiny_root / "model")
+    with pytest.raises(ValueError, match=r"lisa.n_layers: 9 is more than the 6 decoder layers .*expected 1..6"):
+        LISAPlugin().post_model_load(cfg, model)
