@@ -48,6 +48,16 @@ class LISACallback(TrainerCallback, ExportableState):
         seed = self.config.seed if self.config.seed is not None else args.seed
         self.switcher = LayerSwitcher(model, self.config, seed)
         self.switcher.check_optimizer(optimizer)
+        gc_kwargs = args.gradient_checkpointing_kwargs or {}
+        if args.gradient_checkpointing and gc_kwargs.get("use_reentrant") and not self.config.train_embeddings:
+            # Reentrant checkpointing computes no parameter gradients for a segment whose
+            # inputs need none, and with E frozen nothing below the first active layer does.
+            LOG.warning(
+                "lisa: train_embeddings is false with reentrant gradient checkpointing; enabling "
+                "input gradients so active layers still train. Set "
+                "gradient_checkpointing_kwargs: {use_reentrant: false} to skip that backward work."
+            )
+            model.enable_input_require_grads()
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and isinstance(saved, dict) and saved.get("attributes", {}).get("history"):
             self.switcher.restore(saved["attributes"]["history"])

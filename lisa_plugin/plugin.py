@@ -17,6 +17,14 @@ LOG = logging.getLogger("lisa_plugin")
 class LISAPlugin(BasePlugin):
     """``plugins: [lisa_plugin.LISAPlugin]`` plus a ``lisa:`` block turns a full fine-tune into LISA."""
 
+    def register(self, cfg) -> None:
+        # Axolotl configures its own loggers only; make the switch lines visible beside them.
+        if cfg.get("lisa") and not LOG.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] [%(name)s] %(message)s"))
+            LOG.addHandler(handler)
+            LOG.setLevel(logging.INFO)
+
     def get_input_args(self) -> str:
         return "lisa_plugin.config.LisaArgs"
 

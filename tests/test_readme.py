@@ -1,0 +1,60 @@
+"""The README is tested against the code, so the docs cannot drift from the defaults and hooks."""
+
+import inspect
+import re
+import types
+from pathlib import Path
+
+import yaml
+
+from lisa_plugin import LisaConfig, hookspecs
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def blocks(lang):
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_first_lines_are_the_two_setup_commands():
+    first = blocks("bash")[0].strip().splitlines()
+    assert len(first) == 2
+    assert first[0].startswith("python3 -m venv .venv") and "pip install" in first[0]
+    assert first[1].endswith("pytest -q")
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert first[0] in ci and first[1] in ci  # CI runs exactly what a newcomer runs
+
+
+def test_yaml_block_shows_the_defaults():
+    lisa_yaml = next(b for b in blocks("yaml") if "lisa:" in b)
+    cfg = yaml.safe_load(lisa_yaml)
+    assert cfg["plugins"] == ["lisa_plugin.LISAPlugin"]
+    assert cfg["lisa"] == LisaConfig().model_dump()
+
+
+def test_key_table_matches_the_config_model():
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", README, flags=re.M)
+    table = {key: yaml.safe_load(default) for key, default in rows if key in LisaConfig.model_fields}
+    assert table == LisaConfig().model_dump()
+
+
+def test_every_hook_is_documented_with_its_arguments():
+    for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
+        if not name.startswith("lisa_"):
+            continue
+        args = ", ".join(inspect.signature(spec).parameters)
+        assert f"`{name}({args})" in README, f"README does not document {name}({args})"
+
+
+def test_example_strategy_runs():
+    from lisa_plugin.manager import new_plugin_manager, strategy_names
+    from lisa_plugin.strategies import select_active_layers
+
+    source = next(b for b in blocks("python") if "top_heavy" in b)
+    module = types.ModuleType("my_lisa_ext")
+    exec(compile(source, "README-example", "exec"), module.__dict__)
+    pm = new_plugin_manager(autoload=False)
+    pm.register(module)
+    assert "top_heavy" in strategy_names(pm)
+    picked = select_active_layers(strategy="top_heavy", num_layers=8, n_layers=2, seed=1, switch_index=0, pm=pm)
+    assert len(picked) == 2
