@@ -63,19 +63,20 @@ def model_config(spec: TinySpec, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    if spec.arch == "llama":
-        return LlamaConfig(
+    if spec.arch in ("llama", "gpt_neox"):
+        extra = {"num_key_value_heads": spec.num_heads} if spec.arch == "llama" else {}
+        return (LlamaConfig if spec.arch == "llama" else GPTNeoXConfig)(
             vocab_size=len(tokenizer),
             hidden_size=spec.hidden_size,
             intermediate_size=spec.intermediate_size,
             num_hidden_layers=spec.num_layers,
             num_attention_heads=spec.num_heads,
-            num_key_value_heads=spec.num_heads,
             max_position_embeddings=spec.max_positions,
             tie_word_embeddings=False,
+            **extra,
             **ids,
         )
-    if spec.arch == "gpt2":
+    if spec.arch == "gpt2":  # ties its embeddings: the LISA tests need one such layout
         return GPT2Config(
             vocab_size=len(tokenizer),
             n_embd=spec.hidden_size,
@@ -83,17 +84,6 @@ def model_config(spec: TinySpec, tokenizer):
             n_head=spec.num_heads,
             n_inner=spec.intermediate_size,
             n_positions=spec.max_positions,
-            **ids,
-        )
-    if spec.arch == "gpt_neox":
-        return GPTNeoXConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=spec.hidden_size,
-            intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.num_layers,
-            num_attention_heads=spec.num_heads,
-            max_position_embeddings=spec.max_positions,
-            tie_word_embeddings=False,
             **ids,
         )
     raise ValueError(f"arch: unknown architecture {spec.arch!r}; expected one of {', '.join(ARCHITECTURES)}")

@@ -207,3 +207,18 @@ def test_too_many_layers_is_refused(tiny_root, tmp_path):
 def test_bad_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         LISACallback(**kwargs)
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit"])
+def test_release_works_with_the_supported_optimizers(tiny_root, tmp_path, optim):
+    trainer, lisa, probe = make_trainer(
+        tiny_root, tmp_path, dict(n_layers=1, interval_steps=2), optim=optim, max_steps=6
+    )
+    trainer.train()
+    for record in probe.steps:
+        assert record["changed"] <= record["grad"]  # nothing frozen moved
+    state = unwrap_optimizer(trainer.optimizer).state
+    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    assert state and {id(p) for p in state if state[p]} <= trainable
+    switches = lisa.switcher.history.switches
+    assert all(s["optimizer_state_bytes"] < s["optimizer_state_bytes_before"] for s in switches[1:] if s["active"] != switches[switches.index(s) - 1]["active"])
