@@ -65,12 +65,12 @@ def demo(out: Path) -> int:
         print(f"axolotl train failed with exit status {code}", file=sys.stderr)
         return code
     history = read_history(out / "lisa")
-    print(f"\nLISA trained {len(history.switches)} intervals of {history.settings['interval_steps']} steps:")
-    for switch in history.switches:
-        print(
-            f"  step {switch['step']:>4}: layers {switch['active']}  "
-            f"optimizer state {switch['optimizer_state_bytes_before'] / 2**20:.2f} MB"
-        )
+    switches = history.switches
+    k = history.settings["interval_steps"]
+    print(f"\nLISA trained {len(switches)} intervals of {k} optimizer steps (optimizer state at the end of each):")
+    for switch, after in zip(switches, switches[1:] + [None]):
+        held = f"{after['optimizer_state_bytes_before'] / 2**20:.2f} MB" if after else "(end of training)"
+        print(f"  steps {switch['step']:>4}-{switch['step'] + k - 1:<4} layers {switch['active']}  {held}")
     print(f"activation counts per layer: {history.activation_counts}")
     print(f"model and lisa_history.json in {out / 'lisa'}")
     return 0

@@ -17,14 +17,6 @@ LOG = logging.getLogger("lisa_plugin")
 class LISAPlugin(BasePlugin):
     """``plugins: [lisa_plugin.LISAPlugin]`` plus a ``lisa:`` block turns a full fine-tune into LISA."""
 
-    def register(self, cfg) -> None:
-        # Axolotl configures its own loggers only; make the switch lines visible beside them.
-        if cfg.get("lisa") and not LOG.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] [%(name)s] %(message)s"))
-            LOG.addHandler(handler)
-            LOG.setLevel(logging.INFO)
-
     def get_input_args(self) -> str:
         return "lisa_plugin.config.LisaArgs"
 
@@ -45,6 +37,7 @@ class LISAPlugin(BasePlugin):
         config = _lisa_config(cfg)
         if config is None:
             return []
+        _show_switch_log_lines()
         callback = LISACallback(**config.model_dump())
         if config.seed is None:
             callback.config.seed = cfg.seed if cfg.seed is not None else trainer.args.seed
@@ -61,3 +54,15 @@ def _lisa_config(cfg) -> LisaConfig | None:
     if isinstance(block, LisaConfig):
         return block
     return LisaConfig(**dict(block))
+
+
+def _show_switch_log_lines() -> None:
+    # Axolotl's logger class filters every non-`axolotl.*` logger down to warnings; the
+    # one-line-per-switch log is worth showing at INFO beside Axolotl's own output.
+    for filt in list(LOG.filters):
+        LOG.removeFilter(filt)
+    LOG.setLevel(logging.INFO)
+    if not LOG.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] [%(name)s] %(message)s"))
+        LOG.addHandler(handler)
