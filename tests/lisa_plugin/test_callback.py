@@ -222,3 +222,27 @@ def test_release_works_with_the_supported_optimizers(tiny_root, tmp_path, optim)
     assert state and {id(p) for p in state if state[p]} <= trainable
     switches = lisa.switcher.history.switches
     assert all(s["optimizer_state_bytes"] < s["optimizer_state_bytes_before"] for s in switches[1:] if s["active"] != switches[switches.index(s) - 1]["active"])
+
+
+def test_trl_sft_trainer(tiny_root, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from lisa_plugin.corpus import paragraphs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_root / "model")
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_root / "model"),
+        args=SFTConfig(
+            output_dir=str(tmp_path / "sft"), max_steps=4, per_device_train_batch_size=2, report_to=[],
+            save_strategy="no", use_cpu=True, max_length=64, disable_tqdm=True, logging_steps=100,
+        ),
+        train_dataset=Dataset.from_dict({"text": paragraphs(16)}),
+        processing_class=tokenizer,
+    )
+    lisa = LISACallback(n_layers=1, interval_steps=2).attach(trainer)
+    trainer.train()
+    data = json.loads((tmp_path / "sft" / "lisa_history.json").read_text())
+    assert [s["step"] for s in data["switches"]] == [0, 2]
+    assert [s["active"] for s in data["switches"]] == [s["active"] for s in lisa.switcher.history.switches]
