@@ -108,7 +108,10 @@ class LISACallback(TrainerCallback, ExportableState):
         event = self.switcher.activate(switch_index, optimizer)
         metrics = event.metrics()
         if self._trainer is not None:
+            # trainer.log clears `should_log`; keep the trainer's own loss line for this step.
+            should_log = control.should_log
             self._trainer.log(metrics)
+            control.should_log = should_log
         else:
             self._pending_metrics = metrics
         self._write_history(args, state, args.output_dir)

@@ -122,8 +122,11 @@ def test_release_keeps_state_at_the_analytic_bound_and_keep_grows(tiny_root, tmp
 
 
 def test_history_file_and_logged_metrics(tiny_root, tmp_path):
-    trainer, lisa, _ = make_trainer(tiny_root, tmp_path, dict(n_layers=1, interval_steps=4), probe=False, seed=9)
+    trainer, lisa, _ = make_trainer(
+        tiny_root, tmp_path, dict(n_layers=1, interval_steps=4), probe=False, seed=9, logging_steps=1
+    )
     trainer.train()
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == list(range(1, 13))
     data = json.loads((tmp_path / "out" / "lisa_history.json").read_text())
     assert data["format"] == "lisa_history/1"
     assert data["settings"] == {**LisaConfig(n_layers=1, interval_steps=4).model_dump(), "seed": 9}

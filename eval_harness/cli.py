@@ -1,0 +1,137 @@
+"""Command line: ``python -m eval_harness compare RUNS_DIR [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from eval_harness.compare import DEFAULT_TASKS, CompareSettings, compare
+from eval_harness.discovery import parse_overrides
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _batch_size(text: str) -> str:
+    if text == "auto" or text.startswith("auto:") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"expected an integer, 'auto' or 'auto:N', got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval_harness", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "compare",
+        help="evaluate every run in a folder (and its base model) and write a comparison",
+        description="Evaluate every Axolotl run under RUNS_DIR, and the base model they share as 'Vanilla', "
+        "on MT-Bench, GSM8K, PubMedQA (or any lm-eval task). Finished results are reused on re-runs.",
+    )
+    p.add_argument("runs_dir", type=Path, help="a folder of Axolotl output dirs (or one output dir)")
+    p.add_argument("--output", type=Path, help="report dir (default: RUNS_DIR/report)")
+    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+                   help="comma-separated: mt_bench, gsm8k, pubmedqa or any lm-eval task name (default: %(default)s)")
+    p.add_argument("--limit", type=_positive, help="items per benchmark (default: all)")
+    judge = p.add_argument_group("MT-Bench judge (API key from the OPENAI_API_KEY environment variable)")
+    judge.add_argument("--judge-model", help="e.g. gpt-4; without it MT-Bench answers are generated but not judged")
+    judge.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint (default: OpenAI)")
+    judge.add_argument("--judge-repeats", type=_positive, default=1, help="judgments per answer, averaged")
+    judge.add_argument("--judge-concurrency", type=_positive, default=4, help="parallel judge requests")
+    judge.add_argument("--pairwise-baseline", metavar="RUN",
+                       help="also judge every run against RUN's answers (FastChat pair-v2, both orders)")
+    data = p.add_argument_group("data (default: downloaded)")
+    data.add_argument("--data-dir", type=Path, help="local benchmark files: DIR/gsm8k/*.jsonl, DIR/pubmedqa/*.json, "
+                      "DIR/mt_bench/ (the layout of the upstream repos)")
+    data.add_argument("--mt-bench-dir", type=Path, help="MT-Bench question/reference/judge-prompt files "
+                      "(default: DATA_DIR/mt_bench when present)")
+    gen = p.add_argument_group("evaluation")
+    gen.add_argument("--gsm8k-fewshot", type=_non_negative, default=5)
+    gen.add_argument("--pubmedqa-fewshot", type=_non_negative, default=5)
+    gen.add_argument("--batch-size", type=_batch_size, help="integer or 'auto' (default: auto on GPU, 1 on CPU)")
+    gen.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: %(default)s)")
+    gen.add_argument("--device", help="cuda, cuda:N, cpu, mps (default: cuda when available)")
+    gen.add_argument("--max-new-tokens", type=_positive, default=1024)
+    gen.add_argument("--template", help="conversation template for MT-Bench answers (default: the model's own)")
+    meta = p.add_argument_group("run metadata")
+    meta.add_argument("--method", action="append", default=[], metavar="RUN=METHOD",
+                      help="override a run's method (LISA, LoRA, QLoRA, Full); repeatable")
+    meta.add_argument("--set", dest="run_settings", action="append", default=[], metavar="RUN:KEY=VALUE",
+                      help="override one of a run's settings, e.g. lisa:gamma=2; repeatable")
+    meta.add_argument("--base-model", help="the base model all runs must share (default: the most common one)")
+    return parser
+
+
+def _run_settings(pairs: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        run, sep, rest = pair.partition(":")
+        key, eq, value = rest.partition("=")
+        if not sep or not eq or not run or not key:
+            raise ValueError(f"--set {pair!r}: expected RUN:KEY=VALUE")
+        out.setdefault(run, {})[key] = value
+    return out
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        parser.error("--tasks: no task given")
+    if not args.runs_dir.is_dir():
+        parser.error(f"runs dir {args.runs_dir}: not a directory")
+    try:
+        methods = parse_overrides(args.method, "--method")
+        run_settings = _run_settings(args.run_settings)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.judge_model and "mt_bench" in tasks and not os.environ.get("OPENAI_API_KEY") and not args.judge_base_url:
+        parser.error("--judge-model needs the OPENAI_API_KEY environment variable (or --judge-base-url)")
+    device = args.device or _default_device()
+    settings = CompareSettings(
+        runs_dir=args.runs_dir,
+        output=args.output or args.runs_dir / "report",
+        tasks=tasks,
+        limit=args.limit,
+        judge_model=args.judge_model,
+        judge_base_url=args.judge_base_url,
+        judge_repeats=args.judge_repeats,
+        judge_concurrency=args.judge_concurrency,
+        pairwise_baseline=args.pairwise_baseline,
+        data_dir=args.data_dir,
+        mt_bench_dir=args.mt_bench_dir,
+        gsm8k_fewshot=args.gsm8k_fewshot,
+        pubmedqa_fewshot=args.pubmedqa_fewshot,
+        batch_size=args.batch_size or ("auto" if device.startswith("cuda") else "1"),
+        dtype=args.dtype,
+        device=device,
+        max_new_tokens=args.max_new_tokens,
+        template=args.template,
+        base_model=args.base_model,
+        methods=methods,
+        run_settings=run_settings,
+    )
+    return compare(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

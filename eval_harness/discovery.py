@@ -1,0 +1,473 @@
+"""Read a folder of Axolotl output dirs into :class:`Run` records.
+
+A run is an Axolotl ``output_dir``: either full weights (``config.json`` + safetensors)
+or a PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``) whose base
+model is named in ``adapter_config.json``. The method (LISA / LoRA / Full) and its
+settings come from the Axolotl config that Axolotl saves twice: as a YAML block in the
+model card ``README.md`` and as JSON in ``debug.log``. Training facts (loss curve,
+runtime, memory, trainable parameters) come from whichever of ``trainer_state.json``,
+``debug.log`` and ``lisa_history.json`` exist.
+
+Nothing here loads a model: weights are checked by reading safetensors headers, so
+a broken run is reported before any evaluation starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import struct
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VANILLA = "Vanilla"
+METHODS = ("Vanilla", "LISA", "LoRA", "QLoRA", "Full")
+
+# Settings worth a column in the report, in the order they are shown.
+COMMON_SETTINGS = (
+    "learning_rate",
+    "max_steps",
+    "num_epochs",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "sequence_len",
+    "optimizer",
+    "lr_scheduler",
+    "seed",
+)
+
+
+@dataclass
+class TrainingFacts:
+    """What the training logs say; every field is None when no file records it."""
+
+    loss_curve: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss"[, "epoch"]}
+    train_loss: float | None = None
+    runtime_s: float | None = None
+    peak_memory_gib: float | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One model to evaluate: a fine-tuned run, or the base model itself (``Vanilla``)."""
+
+    name: str
+    method: str
+    model_path: str  # what ``from_pretrained`` loads: the run dir, or the base model of an adapter
+    adapter_path: str | None
+    base_model: str | None
+    path: str | None = None  # the run dir; None for the Vanilla row
+    settings: dict[str, Any] = field(default_factory=dict)
+    training: TrainingFacts = field(default_factory=TrainingFacts)
+    config_source: str | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Discovery:
+    runs: list[Run]  # Vanilla first when a base model is known, then the runs in name order
+    problems: list[str]  # folders that are not runs, and the like
+    base_model: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(run.ok for run in self.runs)
+
+
+class RunError(Exception):
+    """A run folder cannot be evaluated; the message names the file and what is wrong."""
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def check_safetensors(path: Path) -> int:
+    """Validate a safetensors file from its header; return its number of parameters.
+
+    Reads only the header: a truncated, empty or non-safetensors file is caught without
+    loading any tensor.
+    """
+    size = path.stat().st_size
+    if size < 8:
+        raise RunError(f"{path}: {size} bytes, too short to be a safetensors file")
+    with path.open("rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        if header_len > size - 8 or header_len > 100 * 2**20:
+            raise RunError(
+                f"{path}: header length {header_len} does not fit a file of {size} bytes (truncated or corrupt)"
+            )
+        try:
+            header = json.loads(fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunError(f"{path}: safetensors header is not JSON ({exc}); the file is corrupt") from None
+    if not isinstance(header, dict):
+        raise RunError(f"{path}: safetensors header is a {type(header).__name__}, expected an object")
+    end, n_params = 0, 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+            count = 1
+            for dim in info["shape"]:
+                count *= int(dim)
+            n_params += count
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise RunError(f"{path}: tensor {name!r} has no valid shape/data_offsets in the header") from None
+    if 8 + header_len + end != size:
+        raise RunError(
+            f"{path}: header says {8 + header_len + end} bytes, file has {size} (truncated or corrupt)"
+        )
+    return n_params
+
+
+def check_weights(run_dir: Path, stem: str) -> int:
+    """Validate ``{stem}.safetensors`` (or its sharded index, or a ``.bin``); return the parameter count
+    (0 when only pickled ``.bin`` weights exist and cannot be counted without loading them)."""
+    single = run_dir / f"{stem}.safetensors"
+    index = run_dir / f"{stem}.safetensors.index.json"
+    if single.exists():
+        return check_safetensors(single)
+    if index.exists():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+            raise RunError(f"{index}: not a safetensors index with a 'weight_map' ({exc})") from None
+        total = 0
+        for shard in shards:
+            if not (run_dir / shard).exists():
+                raise RunError(f"{index}: lists shard {shard!r}, which is missing")
+            total += check_safetensors(run_dir / shard)
+        return total
+    pickled = [p for p in (run_dir / f"{stem}.bin", run_dir / "pytorch_model.bin") if p.exists()]
+    if pickled:
+        if pickled[0].stat().st_size == 0:
+            raise RunError(f"{pickled[0]}: empty file")
+        return 0
+    raise RunError(f"{run_dir}: no weights found (expected {single.name}, {index.name} or a .bin file)")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _config_from_readme(readme: Path) -> dict[str, Any] | None:
+    text = readme.read_text(errors="replace")
+    match = re.search(r"axolotl config.*?```yaml\n(.*?)```", text, re.S)
+    if not match:
+        return None
+    try:
+        cfg = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as exc:
+        raise RunError(f"{readme}: the axolotl config YAML block does not parse ({exc})") from None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _config_from_debug_log(log: Path) -> dict[str, Any] | None:
+    lines = log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if line.rstrip().endswith("config:") and i + 1 < len(lines) and lines[i + 1] == "{":
+            block = []
+            for body in lines[i + 1 :]:
+                block.append(body)
+                if body == "}":
+                    break
+            try:
+                return json.loads("\n".join(block))
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def read_axolotl_config(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The saved Axolotl config and the file it came from (model card first, then debug.log)."""
+    for name, reader in (("README.md", _config_from_readme), ("debug.log", _config_from_debug_log)):
+        path = run_dir / name
+        if path.exists():
+            cfg = reader(path)
+            if cfg:
+                return cfg, name
+    return None, None
+
+
+def method_and_settings(cfg: dict[str, Any], adapter_cfg: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Name the method a config trains with, and the settings that characterise it."""
+    settings: dict[str, Any] = {}
+    plugins = [str(p) for p in cfg.get("plugins") or []]
+    adapter = str(cfg.get("adapter") or "").lower()
+    if cfg.get("lisa") or any("lisa" in p.lower() for p in plugins):
+        method = "LISA"
+        lisa = cfg.get("lisa") or {}
+        settings["gamma"] = lisa.get("n_layers")
+        settings["K"] = lisa.get("interval_steps")
+        for key in ("strategy", "optimizer_state", "train_embeddings", "train_head"):
+            if key in lisa:
+                settings[key] = lisa[key]
+    elif adapter in ("lora", "qlora") or adapter_cfg is not None:
+        method = "QLoRA" if adapter == "qlora" else "LoRA"
+        ac = adapter_cfg or {}
+        settings["r"] = ac.get("r", cfg.get("lora_r"))
+        settings["alpha"] = ac.get("lora_alpha", cfg.get("lora_alpha"))
+        settings["dropout"] = ac.get("lora_dropout", cfg.get("lora_dropout"))
+        targets = ac.get("target_modules") or cfg.get("lora_target_modules")
+        if targets:
+            settings["target_modules"] = sorted(targets) if isinstance(targets, (list, set)) else targets
+    else:
+        method = "Full"
+    for key in COMMON_SETTINGS:
+        if cfg.get(key) is not None:
+            settings[key] = cfg[key]
+    return method, settings
+
+
+# --------------------------------------------------------------------------- training facts
+
+
+_LOG_DICT = re.compile(r"\{'[^{}]*\}")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _fold_log_entries(
+    entries: list[dict[str, Any]], facts: TrainingFacts, logging_steps: int, steps_per_epoch: float | None = None
+) -> None:
+    """Fold HF Trainer log dicts into ``facts``. Steps come from ``step`` (trainer_state.json),
+    else from ``epoch * steps_per_epoch`` (debug.log has no step), else from counting."""
+    memory: list[float] = []
+    for i, entry in enumerate(entries):
+        for key, value in entry.items():
+            if key.startswith("memory/max") and _number(value):
+                memory.append(float(value))
+        loss = _number(entry.get("loss"))
+        if loss is not None:
+            step = entry.get("step")
+            epoch = _number(entry.get("epoch"))
+            if step is None and steps_per_epoch and epoch is not None:
+                step = round(epoch * steps_per_epoch)
+            if step is None:
+                step = (len(facts.loss_curve) + 1) * logging_steps
+            point = {"step": int(step), "loss": loss}
+            if _number(entry.get("epoch")) is not None:
+                point["epoch"] = float(entry["epoch"])
+            facts.loss_curve.append(point)
+        if _number(entry.get("train_runtime")) is not None:
+            facts.runtime_s = float(entry["train_runtime"])
+            facts.train_loss = _number(entry.get("train_loss"))
+    if memory:  # CPU runs log zeros: that is "not measured", not "no memory"
+        facts.peak_memory_gib = max(memory)
+
+
+def read_training_facts(run_dir: Path, cfg: dict[str, Any] | None) -> TrainingFacts:
+    facts = TrainingFacts()
+    logging_steps = int((cfg or {}).get("logging_steps") or 1)
+    state = run_dir / "trainer_state.json"
+    log = run_dir / "debug.log"
+    if state.exists():
+        try:
+            _fold_log_entries(json.loads(state.read_text()).get("log_history", []), facts, logging_steps)
+            facts.sources.append(state.name)
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    if log.exists() and not facts.loss_curve:
+        text = log.read_text(errors="replace")
+        entries = []
+        for match in _LOG_DICT.finditer(text):
+            try:
+                entries.append(ast.literal_eval(match.group(0)))
+            except (ValueError, SyntaxError):
+                continue
+        total = re.search(r"total_num_steps: ([\d_,]+)", text)
+        epochs = _number((cfg or {}).get("num_epochs")) or 1.0
+        per_epoch = int(re.sub(r"[_,]", "", total.group(1))) / epochs if total else None
+        _fold_log_entries([e for e in entries if isinstance(e, dict)], facts, logging_steps, per_epoch)
+        peft_line = re.search(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+)", text)
+        if peft_line:
+            facts.trainable_params = int(peft_line.group(1).replace(",", ""))
+            facts.total_params = int(peft_line.group(2).replace(",", ""))
+        facts.sources.append(log.name)
+    history = run_dir / "lisa_history.json"
+    if history.exists():
+        try:
+            data = json.loads(history.read_text())
+            counts = [s.get("trainable_params") for s in data.get("switches", []) if s.get("trainable_params")]
+            if counts:
+                facts.trainable_params = max(counts)
+            facts.sources.append(history.name)
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    return facts
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def normalise_model_id(name: str | None, relative_to: Path | None = None) -> str | None:
+    """Local paths become absolute and resolved, so two spellings of one dir compare equal."""
+    if not name:
+        return None
+    candidate = Path(name).expanduser()
+    if not candidate.is_absolute() and relative_to is not None and (relative_to / candidate).exists():
+        candidate = relative_to / candidate
+    return str(candidate.resolve()) if candidate.exists() else name
+
+
+def is_report_dir(path: Path) -> bool:
+    """A report written by ``compare`` (e.g. ``runs/report`` from an earlier ``--output``)."""
+    return (path / "results.json").is_file() and (path / "results").is_dir()
+
+
+def looks_like_run(path: Path) -> bool:
+    markers = ("config.json", "adapter_config.json", "debug.log", "model.safetensors", "adapter_model.safetensors")
+    return any((path / m).exists() for m in markers) or (path / "README.md").exists() and bool(
+        read_axolotl_config(path)[0]
+    )
+
+
+def read_run(run_dir: Path) -> Run:
+    """One Axolotl output dir as a :class:`Run`; problems land in ``errors``, never raise."""
+    run = Run(name=run_dir.name, method="Full", model_path=str(run_dir.resolve()), adapter_path=None,
+              base_model=None, path=str(run_dir.resolve()))
+    cfg: dict[str, Any] | None = None
+    try:
+        cfg, run.config_source = read_axolotl_config(run_dir)
+    except RunError as exc:
+        run.warnings.append(str(exc))
+    adapter_cfg = None
+    adapter_file = run_dir / "adapter_config.json"
+    try:
+        if adapter_file.exists():
+            try:
+                adapter_cfg = json.loads(adapter_file.read_text())
+            except json.JSONDecodeError as exc:
+                raise RunError(f"{adapter_file}: not valid JSON ({exc})") from None
+            base = adapter_cfg.get("base_model_name_or_path") or (cfg or {}).get("base_model")
+            if not base:
+                raise RunError(f"{adapter_file}: no 'base_model_name_or_path', and no base_model in the axolotl config")
+            run.base_model = normalise_model_id(base, run_dir)
+            run.model_path = run.base_model
+            run.adapter_path = str(run_dir.resolve())
+            n_adapter = check_weights(run_dir, "adapter_model")
+            run.training.trainable_params = n_adapter or None
+        else:
+            if not (run_dir / "config.json").exists():
+                raise RunError(f"{run_dir}: neither config.json (full weights) nor adapter_config.json (PEFT adapter)")
+            run.base_model = normalise_model_id((cfg or {}).get("base_model"), run_dir)
+            run.training.total_params = check_weights(run_dir, "model") or None
+    except RunError as exc:
+        run.errors.append(str(exc))
+    if cfg is None:
+        run.warnings.append(f"{run_dir}: no axolotl config in README.md or debug.log; method guessed from the files")
+    run.method, run.settings = method_and_settings(cfg or {}, adapter_cfg)
+    facts = read_training_facts(run_dir, cfg)
+    facts.trainable_params = facts.trainable_params or run.training.trainable_params
+    facts.total_params = facts.total_params or run.training.total_params
+    if run.method == "Full" and facts.trainable_params is None:
+        facts.trainable_params = facts.total_params
+    run.training = facts
+    history = run_dir / "lisa_history.json"
+    if run.method == "LISA" and history.exists():
+        try:
+            saved = json.loads(history.read_text()).get("settings", {})
+            run.settings.update(
+                {"gamma": saved.get("n_layers", run.settings.get("gamma")),
+                 "K": saved.get("interval_steps", run.settings.get("K"))}
+            )
+        except (json.JSONDecodeError, AttributeError):
+            run.warnings.append(f"{history}: not valid JSON; LISA settings taken from the axolotl config")
+    return run
+
+
+def parse_overrides(pairs: list[str], flag: str) -> dict[str, str]:
+    """``["lora=LoRA", ...]`` → ``{"lora": "LoRA"}``; a malformed pair names the flag and the value."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{flag} {pair!r}: expected RUN=VALUE")
+        out[name] = value
+    return out
+
+
+def apply_overrides(run: Run, method: str | None, settings: dict[str, str]) -> None:
+    if method:
+        canonical = {m.lower(): m for m in METHODS}.get(method.lower(), method)
+        run.method = canonical
+    for key, value in settings.items():
+        try:
+            run.settings[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            run.settings[key] = value
+
+
+def discover_runs(
+    runs_dir: Path,
+    *,
+    exclude: list[Path] = (),
+    base_model: str | None = None,
+    method_overrides: dict[str, str] | None = None,
+    setting_overrides: dict[str, dict[str, str]] | None = None,
+    include_vanilla: bool = True,
+) -> Discovery:
+    """Every run under ``runs_dir`` (or ``runs_dir`` itself when it is one run), plus a Vanilla row.
+
+    Runs whose base model differs from the common one (the most frequent, or ``base_model``)
+    get an error: their scores would not be comparable.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"runs dir {runs_dir} does not exist or is not a directory")
+    excluded = {Path(p).resolve() for p in exclude}
+    problems: list[str] = []
+    if looks_like_run(runs_dir):
+        candidates = [runs_dir]
+    else:
+        candidates = sorted(
+            p for p in runs_dir.iterdir()
+            if p.is_dir() and not p.name.startswith((".", "_")) and p.resolve() not in excluded
+            and not is_report_dir(p)
+        )
+    runs: list[Run] = []
+    for path in candidates:
+        if not looks_like_run(path):
+            problems.append(f"{path}: not an Axolotl output dir (no config.json, adapter_config.json, "
+                            "model weights, debug.log or model card with an axolotl config); skipped")
+            continue
+        runs.append(read_run(path))
+    method_overrides = method_overrides or {}
+    setting_overrides = setting_overrides or {}
+    for name in list(method_overrides) + list(setting_overrides):
+        if name not in {r.name for r in runs} | {VANILLA}:
+            problems.append(f"override for run {name!r}: no such run (found: {', '.join(r.name for r in runs)})")
+    bases = [r.base_model for r in runs if r.base_model and r.ok]
+    common = normalise_model_id(base_model) if base_model else (Counter(bases).most_common(1)[0][0] if bases else None)
+    for run in runs:
+        if run.base_model and common and run.base_model != common:
+            run.errors.append(
+                f"{run.path}: base model {run.base_model!r} differs from the other runs' {common!r}; "
+                "its scores would not be comparable, so it is not evaluated (pass --base-model to choose)"
+            )
+    if include_vanilla and common:
+        runs.insert(0, Run(name=VANILLA, method=VANILLA, model_path=common, adapter_path=None, base_model=common))
+    for run in runs:
+        apply_overrides(run, method_overrides.get(run.name), setting_overrides.get(run.name, {}))
+    return Discovery(runs=runs, problems=problems, base_model=common)

@@ -1,0 +1,10 @@
+"""MT-Bench (FastChat's llm_judge) as three functions: answer, judge, show.
+
+``run_mt_bench`` runs them for one model; the JSONL files they hand over are FastChat's
+formats, so FastChat's ``show_result.py`` reads our ``model_judgment`` folder as its own.
+"""
+
+from eval_harness.mt_bench.judge import JudgeError, JudgeSettings, parse_score
+from eval_harness.mt_bench.run import run_mt_bench
+
+__all__ = ["JudgeError", "JudgeSettings", "parse_score", "run_mt_bench"]

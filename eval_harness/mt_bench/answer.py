@@ -1,0 +1,261 @@
+"""Stage 1: generate the model's answers to MT-Bench, in FastChat's model_answer format.
+
+Unlike FastChat's gen_model_answer.py this runs on any device (not only CUDA), loads a
+PEFT adapter on top of its base model in memory (no merged copy on disk), batches
+questions that share a temperature, and never falls back silently to the ``one_shot``
+template, whose canned example would leak into every answer (FastChat #2783).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eval_harness.mt_bench.data import Question
+from eval_harness.mt_bench.jsonl import JsonlAppender, read_jsonl
+
+if TYPE_CHECKING:
+    from fastchat.conversation import Conversation
+
+logger = logging.getLogger(__name__)
+
+HF_CHAT_TEMPLATE = "hf-chat-template"
+FALLBACK_TEMPLATE = "zero_shot"  # one_shot's system prompt and roles, without its canned example
+GREEDY_BELOW = 1e-4  # FastChat: temperatures below this decode greedily
+AUTO_BATCH_SIZE = 8
+
+
+def parse_batch_size(value: int | str | None) -> int:
+    """An int, or lm-eval's spelling ("8", "auto", "auto:N"); auto means AUTO_BATCH_SIZE here."""
+    if value is None or (isinstance(value, str) and value.startswith("auto")):
+        return AUTO_BATCH_SIZE
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1:
+        raise ValueError(f"batch_size: got {value!r}; expected a positive integer or 'auto'")
+    return size
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a conversation becomes a prompt: a FastChat template, or the tokenizer's own."""
+
+    name: str
+    reason: str
+
+    def prompt(self, tokenizer, turns: list[str], answers: list[str]) -> str:
+        """The prompt asking for the answer to ``turns[-1]``, given earlier ``answers``."""
+        if self.name == HF_CHAT_TEMPLATE:
+            messages = []
+            for i, question in enumerate(turns):
+                messages.append({"role": "user", "content": question})
+                if i < len(answers):
+                    messages.append({"role": "assistant", "content": answers[i]})
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        conv = self.conversation()
+        for i, question in enumerate(turns):
+            conv.append_message(conv.roles[0], question)
+            conv.append_message(conv.roles[1], answers[i] if i < len(answers) else None)
+        return conv.get_prompt()
+
+    def conversation(self) -> "Conversation":
+        from fastchat.conversation import get_conv_template
+
+        return get_conv_template(self.name)
+
+    def stop_strings(self) -> list[str]:
+        if self.name == HF_CHAT_TEMPLATE:
+            return []
+        stop = self.conversation().stop_str
+        if not stop:
+            return []
+        return [stop] if isinstance(stop, str) else list(stop)
+
+    def stop_token_ids(self) -> list[int]:
+        if self.name == HF_CHAT_TEMPLATE:
+            return []
+        return list(self.conversation().stop_token_ids or [])
+
+
+def resolve_template(template: str | None, tokenizer, model_path: str) -> ChatFormat:
+    """The chat format to use, with the reason it was chosen (logged, and kept in the summary)."""
+    from fastchat.conversation import conv_templates
+
+    if template is not None:
+        if template == HF_CHAT_TEMPLATE:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError(f"template: {template!r} requested but the tokenizer of {model_path} has no chat template")
+            return ChatFormat(HF_CHAT_TEMPLATE, "requested")
+        if template not in conv_templates:
+            close = difflib.get_close_matches(template, list(conv_templates), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"template: unknown FastChat conversation template {template!r}.{hint} "
+                f"Available: {HF_CHAT_TEMPLATE}, {', '.join(sorted(conv_templates))}"
+            )
+        return ChatFormat(template, "requested")
+    if getattr(tokenizer, "chat_template", None):
+        return ChatFormat(HF_CHAT_TEMPLATE, "the tokenizer's chat template")
+    name, adapter = _fastchat_default(model_path)
+    if name is not None:
+        chosen = ChatFormat(name, f"FastChat's {adapter} for the model name")
+    else:
+        chosen = ChatFormat(FALLBACK_TEMPLATE, "fallback: no template given, no chat template, unknown model name")
+    logger.warning(
+        "MT-Bench: no template given and %s has no chat template; using FastChat template %r (%s). "
+        "Pass template= (--template) with the format the model was trained on.",
+        model_path,
+        chosen.name,
+        chosen.reason,
+    )
+    return chosen
+
+
+def _fastchat_default(model_path: str) -> tuple[str | None, str | None]:
+    """FastChat's template for a recognised model name; None where it would fall back to one_shot."""
+    import os
+
+    from fastchat.model.model_adapter import BaseModelAdapter, model_adapters
+
+    basename = os.path.basename(os.path.normpath(model_path))
+    for adapter in model_adapters:
+        if type(adapter) is not BaseModelAdapter and adapter.match(basename):
+            name = adapter.get_default_conv_template(model_path).name
+            if name != "one_shot":
+                return name, type(adapter).__name__
+            break
+    return None, None
+
+
+def load_tokenizer(model_path: str, adapter_path: str | None):
+    from transformers import AutoTokenizer
+
+    source = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").exists() else model_path
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_path: str, adapter_path: str | None, device: str, dtype: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype, None)
+    if torch_dtype is None or (dtype != "auto" and not isinstance(torch_dtype, torch.dtype)):
+        raise ValueError(f"dtype: got {dtype!r}; expected auto, float32, float16 or bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path)
+    return model.to(device).eval()
+
+
+def pick_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def answered_ids(answer_file: Path) -> set[int]:
+    return {int(r["question_id"]) for r in read_jsonl(answer_file)}
+
+
+def generate_answers(
+    questions: list[Question],
+    answer_file: Path,
+    *,
+    model_id: str,
+    model_path: str,
+    adapter_path: str | None,
+    tokenizer,
+    chat: ChatFormat,
+    max_new_tokens: int = 1024,
+    device: str | None = None,
+    dtype: str = "float32",
+    batch_size: int | str | None = 8,
+    seed: int = 0,
+) -> int:
+    """Answer the questions not yet in ``answer_file``; returns how many were generated."""
+    from tqdm.auto import tqdm
+
+    batch_size = parse_batch_size(batch_size)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: got {max_new_tokens}; expected at least 1")
+    done = answered_ids(answer_file)
+    pending = [q for q in questions if q.question_id not in done]
+    if not pending:
+        return 0
+    device = pick_device(device)
+    model = load_model(model_path, adapter_path, device, dtype)
+    # questions sharing a temperature share a batch; the sort keeps batches reproducible
+    pending.sort(key=lambda q: (q.temperature, q.question_id))
+    batches = [
+        batch
+        for temperature in sorted({q.temperature for q in pending})
+        for group in [[q for q in pending if q.temperature == temperature]]
+        for batch in (group[i : i + batch_size] for i in range(0, len(group), batch_size))
+    ]
+    with JsonlAppender(answer_file) as out, tqdm(total=len(pending), desc=f"MT-Bench answers ({model_id})") as bar:
+        for batch in batches:
+            answers: list[list[str]] = [[] for _ in batch]
+            for turn in range(2):
+                prompts = [chat.prompt(tokenizer, list(q.turns[: turn + 1]), a) for q, a in zip(batch, answers)]
+                replies = _generate(model, tokenizer, chat, prompts, batch[0].temperature, max_new_tokens, device, seed)
+                for a, reply in zip(answers, replies):
+                    a.append(reply)
+            for q, a in zip(batch, answers):
+                out.write(
+                    {
+                        "question_id": q.question_id,
+                        "answer_id": uuid.uuid4().hex,
+                        "model_id": model_id,
+                        "choices": [{"index": 0, "turns": a}],
+                        "tstamp": time.time(),
+                    }
+                )
+            bar.update(len(batch))
+    return len(pending)
+
+
+def _generate(model, tokenizer, chat: ChatFormat, prompts, temperature, max_new_tokens, device, seed) -> list[str]:
+    import torch
+
+    add_special = chat.name != HF_CHAT_TEMPLATE  # chat templates write their own BOS
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
+    stop_ids = [i for i in [tokenizer.eos_token_id, *chat.stop_token_ids()] if i is not None]
+    sampling = temperature >= GREEDY_BELOW
+    kwargs = dict(do_sample=True, temperature=temperature) if sampling else dict(do_sample=False)
+    # generate() samples from torch's global generator; seeding it per batch makes reruns reproducible
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stop_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            **kwargs,
+        )
+    replies = []
+    for row in output[:, inputs["input_ids"].shape[1] :].tolist():
+        cut = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
+        text = tokenizer.decode(row[:cut], skip_special_tokens=True)
+        for stop in chat.stop_strings():
+            text = text.split(stop, 1)[0]
+        replies.append(text.strip())
+    return replies

@@ -1,0 +1,180 @@
+"""MT-Bench for one model: answer, then judge (when a judge is given), then summarise.
+
+Layout under ``out_dir`` mirrors FastChat's ``data/mt_bench`` so its own tools can read it:
+``model_answer/{model_id}.jsonl`` and ``model_judgment/{judge}_single.jsonl``. Both files are
+appended to as results arrive, and a rerun only does what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from eval_harness.mt_bench import data
+from eval_harness.mt_bench.answer import generate_answers, load_tokenizer, resolve_template
+from eval_harness.mt_bench.judge import JudgeSettings, judge_answers
+from eval_harness.mt_bench.jsonl import read_jsonl
+from eval_harness.mt_bench.pairwise import judge_pairs, summarise_pairs
+from eval_harness.mt_bench.show import load_judgments, summarise
+
+logger = logging.getLogger(__name__)
+
+
+def answer_path(out_dir: Path, model_id: str) -> Path:
+    return Path(out_dir) / "model_answer" / f"{model_id}.jsonl"
+
+
+def judgment_path(out_dir: Path, judge_model: str, mode: str = "single") -> Path:
+    # judge names like "org/model" would otherwise become folders
+    return Path(out_dir) / "model_judgment" / f"{judge_model.replace('/', '_')}_{mode}.jsonl"
+
+
+def _weights_stamp(path: str) -> str | None:
+    """Names, sizes and mtimes of the weight files: retraining in place must not reuse old answers."""
+    import hashlib
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return None  # a hub id: nothing local to stamp
+    stats = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.iterdir()
+        if p.suffix in {".safetensors", ".bin", ".pt"}
+    )
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+
+
+def _check_answer_settings(answer_file: Path, settings: dict) -> None:
+    """Refuse to mix answers made with other settings into one file (resuming must not change the model).
+
+    The settings sit beside the answers in ``{model_id}.settings.json``; FastChat reads only ``*.jsonl``.
+    """
+    sidecar = answer_file.with_suffix(".settings.json")
+    if sidecar.exists():
+        stored = json.loads(sidecar.read_text())
+        changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
+        if changed:
+            details = "; ".join(f"{k}: stored {old!r}, now {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{answer_file}: its answers were generated with other settings ({details}); "
+                "use another model_id or out_dir, or delete the file and its .settings.json to regenerate"
+            )
+        return
+    answer_file.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def load_answers(answer_file: Path) -> dict[int, list[str]]:
+    """question_id -> the answer's two turns (the first record of each question wins)."""
+    answers: dict[int, list[str]] = {}
+    for record in read_jsonl(answer_file):
+        turns = record["choices"][0]["turns"]
+        if len(turns) != 2:
+            raise ValueError(
+                f"{answer_file}: question {record['question_id']} has {len(turns)} answer turns; expected 2"
+            )
+        answers.setdefault(int(record["question_id"]), turns)
+    return answers
+
+
+def run_mt_bench(
+    model_id: str,
+    model_path: str | Path,
+    adapter_path: str | Path | None = None,
+    *,
+    out_dir: Path,
+    mt_bench_dir: Path | None = None,
+    judge: JudgeSettings | None = None,
+    limit: int | None = None,
+    template: str | None = None,
+    max_new_tokens: int = 1024,
+    device: str | None = None,
+    dtype: str = "float32",
+    batch_size: int | str | None = 8,
+    seed: int = 0,
+    pairwise_baseline: Path | None = None,
+) -> dict:
+    """Generate (or resume) answers, judge them if ``judge`` is given, and return the summary.
+
+    Without a judge the summary says ``"judged": False`` and every score is None.
+    ``pairwise_baseline``: a baseline's FastChat model_answer JSONL; with a judge, each answer is
+    also judged against it in both orders (summary key ``"pairwise"``).
+    """
+    if pairwise_baseline is not None and judge is None:
+        raise ValueError(f"pairwise_baseline {pairwise_baseline}: pairwise grading needs a judge; got judge=None")
+    out_dir = Path(out_dir)
+    bench = data.load(mt_bench_dir)
+    questions = data.select(bench.questions, limit)
+    model_path = str(model_path)
+    adapter = str(adapter_path) if adapter_path else None
+    tokenizer = load_tokenizer(model_path, adapter)
+    chat = resolve_template(template, tokenizer, model_path)
+    logger.info("MT-Bench %s: template %s (%s)", model_id, chat.name, chat.reason)
+    answer_file = answer_path(out_dir, model_id)
+    _check_answer_settings(
+        answer_file,
+        {"model_path": model_path, "adapter_path": adapter, "template": chat.name,
+         "weights": _weights_stamp(adapter or model_path), "max_new_tokens": max_new_tokens, "dtype": dtype,
+         "seed": seed},
+    )
+    generate_answers(
+        questions,
+        answer_file,
+        model_id=model_id,
+        model_path=model_path,
+        adapter_path=adapter,
+        tokenizer=tokenizer,
+        chat=chat,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    answers = load_answers(answer_file)
+    summary = {
+        "judged": False,
+        "turn1": None,
+        "turn2": None,
+        "overall": None,
+        "n_questions": len(questions),
+        "parse_failures": 0,
+        "judge_errors": 0,
+        "per_category": {},
+        "per_question": {},
+        "template": chat.name,
+        "template_reason": chat.reason,
+        "answers_file": str(answer_file),
+        "judgment_file": None,
+        "judge_model": None,
+        "judge_spread": None,
+        "pairwise": None,
+    }
+    if judge is not None:
+        judgment_file = judgment_path(out_dir, judge.model)
+        counts = judge_answers(bench, questions, answers, judgment_file, model_id=model_id, settings=judge)
+        judgments = load_judgments(judgment_file, model_id, judge.model, {q.question_id for q in questions})
+        scores = summarise(judgments, questions, judge.repeats)
+        summary.update(scores, judged=True, judge_errors=counts["errors"])
+        summary.update(judgment_file=str(judgment_file), judge_model=judge.model)
+        if pairwise_baseline is not None:
+            summary["pairwise"] = _pairwise(bench, questions, answers, Path(pairwise_baseline), out_dir, model_id, judge)
+    (out_dir / f"summary_{model_id}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _pairwise(bench, questions, answers, baseline_file: Path, out_dir: Path, model_id: str, judge: JudgeSettings) -> dict:
+    records = read_jsonl(baseline_file)
+    if not records:
+        raise FileNotFoundError(f"pairwise_baseline {baseline_file}: no answers; expected a FastChat model_answer JSONL")
+    baseline_id = records[0]["model_id"]
+    if baseline_id == model_id:
+        raise ValueError(f"pairwise_baseline {baseline_file}: model_id {baseline_id!r} is the model being judged")
+    pair_file = judgment_path(out_dir, judge.model, "pair")
+    baseline_answers = load_answers(baseline_file)
+    counts = judge_pairs(
+        bench, questions, answers, baseline_answers, pair_file, model_id=model_id, baseline_id=baseline_id, settings=judge
+    )
+    result = summarise_pairs(pair_file, model_id, baseline_id, judge.model, {q.question_id for q in questions})
+    return {**result, "judge_errors": counts["errors"]}

@@ -1,0 +1,20 @@
+"""Preprocessing for the task YAMLs beside this file (lm-eval imports it by path)."""
+
+from __future__ import annotations
+
+import re
+
+_CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
+
+
+def gsm8k_without_calculator_notes(dataset):
+    return dataset.map(lambda doc: {"answer": _CALCULATOR_NOTE.sub("", doc["answer"])})
+
+
+def pubmedqa_prompt(doc: dict) -> str:
+    labels = doc.get("labels") or []
+    sections = [
+        f"{label.capitalize()}: {text}" if label else text
+        for label, text in zip(labels + [""] * (len(doc["contexts"]) - len(labels)), doc["contexts"])
+    ]
+    return "Abstract:\n" + "\n".join(sections) + f"\nQuestion: {doc['question']}\nAnswer:"
