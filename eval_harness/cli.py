@@ -1,4 +1,4 @@
-"""Command line: ``python -m eval_harness compare RUNS_DIR [options]``."""
+"""Command line: ``python -m eval_harness compare|report RUNS_DIR [options]``."""
 
 from __future__ import annotations
 
@@ -71,7 +71,56 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument("--set", dest="run_settings", action="append", default=[], metavar="RUN:KEY=VALUE",
                       help="override one of a run's settings, e.g. lisa:gamma=2; repeatable")
     meta.add_argument("--base-model", help="the base model all runs must share (default: the most common one)")
+    _add_report_parser(sub)
     return parser
+
+
+def _add_report_parser(sub) -> None:
+    from eval_harness.report import FORMATS
+    from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+
+    p = sub.add_parser(
+        "report",
+        help="rebuild the leaderboard (HTML, Markdown, CSV, JSON) from stored results; evaluates nothing",
+        description="Rebuild the leaderboard from what `compare` stored (results.json, results/, mt_bench/, "
+        "samples/) and the run dirs' training logs; nothing is evaluated.",
+    )
+    p.add_argument("runs_dir", type=Path, help="the RUNS_DIR given to compare (or its report dir itself)")
+    p.add_argument("--output", type=Path, help="where to write the report (default: the results dir)")
+    p.add_argument("--results", type=Path, help="compare's --output, holding the stored results (default: RUNS_DIR/report)")
+    p.add_argument("--format", default=",".join(FORMATS), help="comma-separated subset of %(default)s")
+    p.add_argument("--mt-bench-dir", type=Path, help="folder with MT-Bench's question.jsonl, for the categories "
+                   "(default: the one compare used)")
+    p.add_argument("--norms", type=Path, help="a norms.json from `lisa-plugin norms` (default: RUNS_DIR/norms.json, "
+                   "RUNS_DIR/norms/norms.json or norms.json in a run dir, when present)")
+    p.add_argument("--baseline", metavar="RUN", help="the run relative gains are computed against (default: the LoRA run)")
+    p.add_argument("--resamples", type=_positive, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=_non_negative, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+
+
+def report_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from eval_harness.discovery import is_report_dir
+    from eval_harness.report import ReportInputError, parse_formats, publish
+
+    if not args.runs_dir.is_dir():
+        parser.error(f"runs dir {args.runs_dir}: not a directory")
+    try:
+        formats = parse_formats(args.format)
+    except ValueError as exc:
+        parser.error(str(exc))
+    results = args.results or (args.runs_dir if is_report_dir(args.runs_dir) else args.runs_dir / "report")
+    if not results.is_dir():
+        parser.error(f"results dir {results}: not a directory; run `python -m eval_harness compare {args.runs_dir}` "
+                     "first, or pass --results DIR (compare's --output)")
+    try:
+        written = publish(results, args.output, formats, runs_dir=args.runs_dir, mt_bench_dir=args.mt_bench_dir,
+                          norms=args.norms, baseline=args.baseline, resamples=args.resamples, seed=args.seed)
+    except (ReportInputError, OSError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 1
+    for path in written.values():
+        print(path)
+    return 0
 
 
 def _run_settings(pairs: list[str]) -> dict[str, dict[str, str]]:
@@ -94,6 +143,8 @@ def _default_device() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report_main(args, parser)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         parser.error("--tasks: no task given")

@@ -397,6 +397,22 @@ def render_table(header: list[str], rows: list[list[str]], markdown: bool = Fals
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def _publish_report(comparison: Comparison) -> None:
+    """The leaderboard (index.html, leaderboard.md/csv, results.json), from what was just stored.
+
+    A report that cannot be built is a problem to mention, never a reason to lose the results."""
+    from eval_harness.report import publish
+
+    s = comparison.settings
+    mt_bench_dir = s.mt_bench_dir or (Path(s.data_dir) / MT_BENCH if s.data_dir and (Path(s.data_dir) / MT_BENCH).is_dir() else None)
+    try:
+        written = publish(s.output, runs_dir=s.runs_dir, mt_bench_dir=mt_bench_dir, baseline=s.pairwise_baseline)
+        comparison.say(f"report: {written['html']}")
+    except Exception as exc:  # noqa: BLE001 - the evaluation results are already safe on disk
+        comparison.problems.append(f"report: {type(exc).__name__}: {exc}")
+        comparison.say(f"PROBLEM report not written: {type(exc).__name__}: {exc}")
+
+
 def compare(settings: CompareSettings, out: TextIO | None = None, log: TextIO | None = None) -> int:
     """Run the comparison; print the summary table on ``out`` (stdout) and progress on ``log``
     (stderr); return the exit status (0: everything evaluated, 1: something was skipped or
@@ -412,6 +428,7 @@ def compare(settings: CompareSettings, out: TextIO | None = None, log: TextIO | 
         status = 130
     header, rows = summary_rows(comparison.outcomes, settings.tasks)
     atomic_write_text(settings.output / "summary.md", render_table(header, rows, markdown=True) + "\n")
+    _publish_report(comparison)
     print(render_table(header, rows), file=out)
     if comparison.problems:
         print(f"\n{len(comparison.problems)} problem(s):", file=out)

@@ -49,6 +49,7 @@ class TrainingFacts:
     loss_curve: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss"[, "epoch"]}
     train_loss: float | None = None
     runtime_s: float | None = None
+    samples_per_second: float | None = None  # the trainer's train_samples_per_second
     peak_memory_gib: float | None = None
     trainable_params: int | None = None
     total_params: int | None = None
@@ -272,6 +273,7 @@ def _fold_log_entries(
             facts.loss_curve.append(point)
         if _number(entry.get("train_runtime")) is not None:
             facts.runtime_s = float(entry["train_runtime"])
+            facts.samples_per_second = _number(entry.get("train_samples_per_second"))
             facts.train_loss = _number(entry.get("train_loss"))
     if memory:  # CPU runs log zeros: that is "not measured", not "no memory"
         facts.peak_memory_gib = max(memory)

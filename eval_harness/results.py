@@ -21,7 +21,8 @@ from typing import Any, Iterable
 
 from lisa_plugin.history import write_text_atomic
 
-SCHEMA_VERSION = 1
+# 2: results.json also holds the report's leaderboard, statistics and provenance (eval_harness.report)
+SCHEMA_VERSION = 2
 
 
 # One atomic writer for both packages (lisa_history.json is written with it too).

@@ -20,8 +20,11 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from lisa_plugin import distributed
 from lisa_plugin.config import LisaConfig
 from lisa_plugin.history import HISTORY_FILE
+from lisa_plugin.layers import find_decoder_layers, partition_parameters
+from lisa_plugin.manager import get_plugin_manager
 from lisa_plugin.switching import LayerSwitcher
 
 LOG = logging.getLogger("lisa_plugin")
@@ -35,19 +38,37 @@ class LISACallback(TrainerCallback, ExportableState):
         self.switcher: LayerSwitcher | None = None
         self._trainer = None
         self._pending_metrics: dict[str, float] = {}
+        self.grad_sync: distributed.ActiveLayerGradSync | None = None  # multi-process only
 
     def attach(self, trainer) -> "LISACallback":
         """Add this callback to ``trainer`` so that switch metrics go through ``trainer.log``."""
-        self._trainer = trainer
+        self.bind(trainer)
         trainer.add_callback(self)
+        return self
+
+    def bind(self, trainer) -> "LISACallback":
+        """Use ``trainer.log`` for switch metrics and, under DDP, prepare the model before it is wrapped.
+
+        For trainers that add the callback themselves (Axolotl); call before ``train()``.
+        """
+        self._trainer = trainer
+        self._prepare_for_ddp(trainer.args, trainer.model)
         return self
 
     # -- trainer events --------------------------------------------------------
 
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        # `Trainer(callbacks=[...])`: the model is not wrapped yet.
+        self._prepare_for_ddp(args, model)
+        return control
+
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        distributed.refuse_sharded_engines(args)
         seed = self.config.seed if self.config.seed is not None else args.seed
         self.switcher = LayerSwitcher(model, self.config, seed)
         self.switcher.check_optimizer(optimizer)
+        if distributed.uses_ddp(args):
+            self._start_grad_sync(model)
         gc_kwargs = args.gradient_checkpointing_kwargs or {}
         if args.gradient_checkpointing and gc_kwargs.get("use_reentrant") and not self.config.train_embeddings:
             # Reentrant checkpointing computes no parameter gradients for a segment whose
@@ -68,6 +89,12 @@ class LISACallback(TrainerCallback, ExportableState):
         step = state.global_step  # optimizer steps done; the next step to run has this index
         if step < state.max_steps and step % self.config.interval_steps == 0:
             self._switch(self.switcher.interval_of(step), args, state, control, optimizer)
+        return control
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # The signal of gradient-driven strategies (adaptive); a no-op for the others.
+        if self.switcher is not None:
+            self.switcher.record_gradient_norms()
         return control
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -92,6 +119,8 @@ class LISACallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._write_history(args, state, args.output_dir)
+        if self.grad_sync is not None:
+            self.grad_sync.remove()
         return control
 
     # -- state saved in checkpoints (trainer_state.json) -------------------------
@@ -103,6 +132,44 @@ class LISACallback(TrainerCallback, ExportableState):
         }
 
     # -- helpers ---------------------------------------------------------------
+
+    def _prepare_for_ddp(self, args, model) -> None:
+        distributed.refuse_sharded_engines(args)
+        if model is None or not distributed.uses_ddp(args):
+            return
+        layers = find_decoder_layers(model, self.config.layers_path, get_plugin_manager())
+        always = partition_parameters(model, layers).always_trainable(
+            self.config.train_embeddings, self.config.train_head
+        )
+        distributed.exclude_from_ddp(model, always)
+
+    def _start_grad_sync(self, model) -> None:
+        from accelerate.state import GradientState
+
+        ignored = distributed.ddp_ignored_parameters(model)
+        if not ignored:
+            raise ValueError(
+                "lisa: under DDP, LISACallback must see the model before the trainer wraps it: use "
+                "`LISACallback(...).attach(trainer)` or `Trainer(callbacks=[LISACallback(...)])` "
+                "before `trainer.train()`"
+            )
+        # DDP neither broadcast these at wrap time nor reduces them: both are ours to do.
+        distributed.broadcast_parameters(ignored)
+        ours = {id(p) for p in ignored}
+        if not self.switcher.trainable_parameters([]):
+            # E and H both frozen: DDP kept one tensor only to accept the model; idle it and sync everything.
+            if self._trainer is None or self._trainer.model_wrapped is model:
+                raise ValueError(
+                    "lisa: train_embeddings and train_head both false under DDP needs "
+                    "`LISACallback(...).attach(trainer)` (the callback then takes over all gradient syncing)"
+                )
+            distributed.disable_ddp_reducer(self._trainer.model_wrapped)
+            ours = {id(p) for p in model.parameters()}
+        switcher = self.switcher
+        self.grad_sync = distributed.ActiveLayerGradSync(
+            params=lambda: [p for p in switcher.trainable_parameters(switcher.active or []) if id(p) in ours],
+            should_sync=lambda: GradientState().sync_gradients,
+        ).install(model)
 
     def _switch(self, switch_index, args, state, control, optimizer) -> None:
         event = self.switcher.activate(switch_index, optimizer)

@@ -29,6 +29,23 @@ class LisaConfig(BaseModel):
         "release",
         description="release: drop AdamW state of deactivated layers; keep: keep it",
     )
+    weights: list[float] | None = Field(
+        None,
+        description="strategy weighted: one non-negative weight per decoder layer; layer i is "
+        "active in a share of intervals proportional to weights[i]",
+    )
+    profile: str | None = Field(
+        None, description="strategy profile: path of a `lisa_plugin norms` JSON whose update norms are the weights"
+    )
+    profile_run: str | None = Field(
+        None, description="strategy profile: which run of the profile; needed when it holds several"
+    )
+    adaptive_decay: float = Field(
+        0.9, ge=0.0, lt=1.0, description="strategy adaptive: decay of the per-layer gradient-norm average"
+    )
+    adaptive_epsilon: float = Field(
+        0.1, gt=0.0, le=1.0, description="strategy adaptive: share of the sampling mass spread uniformly"
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -45,6 +62,27 @@ class LisaConfig(BaseModel):
                 f"lisa.strategy: unknown strategy {value!r}.{hint} Available: {', '.join(names)}"
             )
         return value
+
+    @field_validator("weights")
+    @classmethod
+    def _usable_weights(cls, value: list[float] | None) -> list[float] | None:
+        from lisa_plugin.strategies import check_weights
+
+        return value if value is None else check_weights(value, None)  # the count: at model load
+
+    @model_validator(mode="after")
+    def _strategy_has_its_keys(self) -> "LisaConfig":
+        if self.strategy == "weighted" and self.weights is None:
+            raise ValueError("lisa.weights: missing; strategy 'weighted' needs one weight per decoder layer")
+        if self.strategy == "profile":
+            if self.profile is None:
+                raise ValueError(
+                    "lisa.profile: missing; strategy 'profile' needs the path of a `lisa_plugin norms` JSON"
+                )
+            from lisa_plugin.norms import read_profile_run
+
+            read_profile_run(self.profile, self.profile_run)  # fails here, naming the key, not mid-run
+        return self
 
     @field_validator("layers_path")
     @classmethod
@@ -88,14 +126,20 @@ class LisaArgs(BaseModel):
             )
         if data.get("deepspeed"):
             problems.append(
-                "`deepspeed` cannot be combined with `lisa:` yet: ZeRO keeps updating frozen "
-                "layers through zero-filled gradients and allocates their optimizer partitions. "
-                "Train on one GPU, or with DDP (`accelerate launch` without deepspeed/fsdp)"
+                "`deepspeed` cannot be combined with `lisa:`: DeepSpeed builds its optimizer "
+                "partitions once, at engine init, from the parameters trainable then; ZeRO-1/2 then "
+                "fill zero gradients for parameters without one, so frozen layers keep moving through "
+                "momentum and weight decay and all their optimizer state stays allocated, and ZeRO-3 "
+                "never re-partitions when LISA switches layers. Remove `deepspeed` and launch with "
+                "DDP (`accelerate launch` with an accelerate config of `distributed_type: MULTI_GPU`), "
+                "which LISA supports"
             )
         if data.get("fsdp") or data.get("fsdp_config"):
             problems.append(
-                "`fsdp`/`fsdp_config` cannot be combined with `lisa:` yet. Train on one GPU, "
-                "or with DDP (`accelerate launch` without deepspeed/fsdp)"
+                "`fsdp`/`fsdp_config` cannot be combined with `lisa:`: FSDP fixes at wrap time which "
+                "flat parameters it reduces and shards, while LISA changes the trainable layers every "
+                "interval. Remove `fsdp`/`fsdp_config` and launch with DDP (`accelerate launch` with "
+                "an accelerate config of `distributed_type: MULTI_GPU`), which LISA supports"
             )
         optimizer = data.get("optimizer")
         if optimizer is not None and str(optimizer) not in SUPPORTED_OPTIMIZER_NAMES:

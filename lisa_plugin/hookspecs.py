@@ -45,6 +45,7 @@ def lisa_select_layers(
     num_layers: int,
     n_layers: int,
     switch_index: int,
+    seed: int,
     rng: "np.random.Generator",
     options: dict[str, Any],
     state: dict[str, Any],
@@ -59,10 +60,16 @@ def lisa_select_layers(
     :param num_layers: how many decoder layers the model has (indices ``0..num_layers-1``).
     :param n_layers: how many layers to return (gamma).
     :param switch_index: 0 for the first interval, then 1, 2, ...
+    :param seed: the seed of the layer sequence, for a strategy whose draws span several
+        switches (``cyclic`` seeds one permutation per block from ``(seed, block)``);
+        derive generators only from it and ``switch_index``.
     :param rng: the generator to draw from; never use global random state.
     :param options: the whole ``lisa:`` block as a dict, for strategy-specific keys.
     :param state: a JSON-serialisable dict this strategy may keep between switches;
-        it is saved in checkpoints and restored on resume.
+        it is saved in checkpoints and restored on resume. A strategy that sets
+        ``state["observe_gradients"] = True`` (and holds ``grad_norm_sum`` /
+        ``grad_norm_count`` lists of length ``num_layers``) gets, before every optimizer
+        step, each active layer's gradient norm added to them (see ``adaptive``).
     :return: ``n_layers`` distinct layer indices, or ``None`` if ``strategy`` is not yours.
     """
 

@@ -10,6 +10,7 @@ from lisa_plugin.callback import LISACallback
 from lisa_plugin.config import LisaConfig
 from lisa_plugin.layers import find_decoder_layers
 from lisa_plugin.manager import get_plugin_manager
+from lisa_plugin.strategies import layer_weights
 
 LOG = logging.getLogger("lisa_plugin")
 
@@ -32,6 +33,7 @@ class LISAPlugin(BasePlugin):
                 f"lisa.n_layers: {config.n_layers} is more than the {len(layers)} decoder layers "
                 f"of {cfg.base_model}; expected 1..{len(layers)}"
             )
+        layer_weights(config.strategy, config.model_dump(), len(layers))  # lisa.weights / lisa.profile
 
     def add_callbacks_post_trainer(self, cfg, trainer) -> list:
         config = _lisa_config(cfg)
@@ -41,8 +43,9 @@ class LISAPlugin(BasePlugin):
         callback = LISACallback(**config.model_dump())
         if config.seed is None:
             callback.config.seed = cfg.seed if cfg.seed is not None else trainer.args.seed
-        # Switch metrics go straight into trainer.log, so every reporter sees them.
-        callback._trainer = trainer
+        # Switch metrics go straight into trainer.log, so every reporter sees them; under
+        # DDP the model is prepared here, before the trainer wraps it.
+        callback.bind(trainer)
         LOG.info("LISA: %s", config.model_dump())
         return [callback]
 

@@ -23,7 +23,7 @@ from lisa_plugin.config import LisaConfig
 from lisa_plugin.history import LisaHistory, SwitchEvent
 from lisa_plugin.layers import find_decoder_layers, partition_parameters
 from lisa_plugin.manager import get_plugin_manager
-from lisa_plugin.strategies import select_active_layers
+from lisa_plugin.strategies import layer_weights, record_gradient_norms, select_active_layers
 
 
 class LayerSwitcher:
@@ -45,6 +45,7 @@ class LayerSwitcher:
                 f"lisa.n_layers: {config.n_layers} is more than the {num_layers} decoder layers "
                 f"of {type(model).__name__}; expected 1..{num_layers}"
             )
+        layer_weights(config.strategy, config.model_dump(), num_layers)  # weighted/profile: fail now
         self._always = self.partition.always_trainable(config.train_embeddings, config.train_head)
         self.active: list[int] | None = None
         self.switch_index: int | None = None
@@ -128,6 +129,32 @@ class LayerSwitcher:
         self.history.add(event)
         self.pm.hook.lisa_on_switch(event=event)
         return event
+
+    @property
+    def observes_gradients(self) -> bool:
+        """Whether the strategy asked (through its state) for per-layer gradient norms."""
+        return bool(self.history.strategy_state.get("observe_gradients"))
+
+    @torch.no_grad()
+    def record_gradient_norms(self) -> dict[int, float]:
+        """Add each active layer's gradient norm (before the optimizer step) to the strategy state.
+
+        One norm per active parameter and one host sync per step: small beside the
+        backward pass. The gradients are the reduced ones under DDP, so every rank
+        records the same numbers and the ranks keep agreeing on the next set.
+        """
+        if not self.observes_gradients or self.active is None:
+            return {}
+        norms = {}
+        for layer in self.active:
+            grads = [p.grad for p in self.partition.layers[layer] if p.grad is not None]
+            if grads:
+                norms[layer] = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+                )
+        values = dict(zip(norms, torch.stack(list(norms.values())).tolist())) if norms else {}
+        record_gradient_norms(self.history.strategy_state, values)
+        return values
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue the history (and strategy state) saved in a checkpoint."""

@@ -41,7 +41,10 @@ def test_cli_evaluates_good_runs_flags_bad_ones_and_resumes(axolotl_runs, shared
     assert proc.returncode == 1, log[-3000:]
     report = runs / "report"  # the default --output
     data = json.loads((report / "results.json").read_text())
-    assert data["schema_version"] == 1 and data["complete"] is True
+    assert data["schema_version"] == 2 and data["complete"] is True
+    # compare ends by publishing the leaderboard through the report code
+    assert [r["run"] for r in data["leaderboard"]] == ["Vanilla", "full", "lora", "lora-other", "truncated"]
+    assert all((report / name).is_file() for name in ("index.html", "leaderboard.md", "leaderboard.csv"))
     by_name = {r["name"]: r for r in data["runs"]}
     assert set(by_name) == {"Vanilla", "full", "lora", "truncated", "lora-other"}
     for name in ("Vanilla", "full", "lora"):

@@ -1,0 +1,525 @@
+"""Memory and speed of LISA vs LoRA vs full fine-tuning, side by side, one fresh process per method.
+
+    python benchmarks/compare_methods.py [--hidden 512] [--layers 24] [--vocab 32000] [--seq 128]
+        [--batch 2] [--steps 60] [--gamma 2] [--interval 5] [--rank 16] [--methods full,lora,...]
+        [--out runs/bench-compare]
+
+Every method trains the same random-init Llama-layout model (same seed, data, batch, sequence
+length and dtype) with a plain ``transformers.Trainer`` and ``adamw_torch``, in its own
+subprocess so that the peak RSS of one cannot leak into another. Methods:
+
+* ``full``: full fine-tuning;
+* ``lora``: peft LoRA of rank ``--rank`` on all linear layers of the decoder (``all-linear``);
+* ``axolotl-lisa``: Axolotl's built-in callback (``lisa_callback_factory``) on a plain Trainer
+  whose ``args`` carry ``lisa_n_layers`` / ``lisa_step_interval`` / ``lisa_layers_attribute``;
+* ``ours-release`` / ``ours-keep``: ``LISACallback`` with ``optimizer_state`` release / keep;
+* ``ours-frozen-eh``: ``LISACallback`` with ``train_embeddings: false, train_head: false``;
+* ``ours-frozen-eh-inputgrads``: the same after ``model.enable_input_require_grads()``, which
+  forces backward through every layer (what reentrant gradient checkpointing needs).
+
+Per method it records: peak RSS of the process, bytes of parameters / gradients / optimizer state
+(summed over tensors) at the optimizer step where their sum peaks, trainable parameters, the median
+step time after warm-up (wall clock between step starts on CPU; CUDA events on a GPU, where
+``torch.cuda.max_memory_allocated`` is reported too) and, for LISA, the time spent in the switching
+callback as a share of the K-step period. Writes ``results.json``, ``results.md`` and
+``results.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+DEFAULT_METHODS = (
+    "full",
+    "lora",
+    "axolotl-lisa",
+    "ours-release",
+    "ours-keep",
+    "ours-frozen-eh",
+    "ours-frozen-eh-inputgrads",
+)
+LISA_METHODS = tuple(m for m in DEFAULT_METHODS if "lisa" in m or m.startswith("ours"))
+WARMUP_STEPS = 3
+
+
+# -- the child process: one method ---------------------------------------------------------
+
+
+def build_model(spec: dict):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=spec["vocab"],
+        hidden_size=spec["hidden"],
+        intermediate_size=spec["intermediate"],
+        num_hidden_layers=spec["layers"],
+        num_attention_heads=spec["heads"],
+        num_key_value_heads=spec["heads"],
+        max_position_embeddings=max(spec["seq"], 128),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(spec["seed"])
+    return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, spec["dtype"]))
+
+
+class RandomTokens:
+    """``n`` random sequences of token ids, the same for every method (seeded)."""
+
+    def __init__(self, n: int, seq: int, vocab: int, seed: int) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, vocab, (n, seq), generator=gen)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def _grad_bytes(model) -> int:
+    return sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def make_probe(cuda: bool):
+    import torch
+    from transformers import TrainerCallback
+
+    from lisa_plugin.optimizer_state import state_bytes
+
+    class Probe(TrainerCallback):
+        """Step-start times and, after each optimizer step (gradients still held), tensor bytes."""
+
+        def __init__(self) -> None:
+            self.starts: list = []
+            self.records: list[dict] = []
+            self.lowest_active: list[int | None] = []
+            self.switcher = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if cuda:
+                event = torch.cuda.Event(enable_timing=True)
+                event.record()
+                self.starts.append(event)
+            else:
+                self.starts.append(time.perf_counter())
+            active = self.switcher.active if self.switcher is not None and self.switcher.active else None
+            self.lowest_active.append(min(active) if active else None)
+
+        def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+            self.records.append(
+                {"params": _param_bytes(model), "grads": _grad_bytes(model), "optimizer": state_bytes(optimizer)}
+            )
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.on_step_begin(args, state, control)  # closes the last step
+
+        def step_seconds(self) -> list[float]:
+            if cuda:
+                torch.cuda.synchronize()
+                return [a.elapsed_time(b) / 1000 for a, b in zip(self.starts, self.starts[1:])]
+            return [b - a for a, b in zip(self.starts, self.starts[1:])]
+
+    return Probe()
+
+
+def timed(callback, event: str, sink: list[float], cuda: bool) -> None:
+    """Wrap ``callback.<event>`` so that the seconds it takes are appended to ``sink``."""
+    import torch
+
+    inner = getattr(callback, event)
+
+    def wrapper(*args, **kwargs):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = inner(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
+        sink.append(time.perf_counter() - start)
+        return out
+
+    setattr(callback, event, wrapper)
+
+
+def run_method(method: str, spec: dict) -> dict:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    model = build_model(spec)
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model, LoraConfig(r=spec["rank"], lora_alpha=2 * spec["rank"], lora_dropout=0.0, target_modules="all-linear")
+        )
+    if method == "ours-frozen-eh-inputgrads":
+        model.enable_input_require_grads()
+    args = TrainingArguments(
+        output_dir=spec["out"],
+        per_device_train_batch_size=spec["batch"],
+        max_steps=spec["steps"],
+        learning_rate=1e-4,
+        optim="adamw_torch",
+        lr_scheduler_type="constant",
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to=[],
+        seed=spec["seed"],
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        gradient_checkpointing=spec["gradient_checkpointing"],
+        gradient_checkpointing_kwargs={"use_reentrant": False} if spec["gradient_checkpointing"] else None,
+        bf16=spec["dtype"] == "bfloat16" and cuda,
+        use_cpu=not cuda,
+    )
+    data = RandomTokens(spec["steps"] * spec["batch"], spec["seq"], spec["vocab"], spec["seed"])
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    probe = make_probe(cuda)
+    trainer.add_callback(probe)
+    switch_seconds: list[float] = []
+    lisa = {"n_layers": spec["gamma"], "interval_steps": spec["interval"], "seed": spec["seed"]}
+    if method == "axolotl-lisa":
+        from axolotl.utils.callbacks.lisa import lisa_callback_factory
+
+        args.lisa_n_layers, args.lisa_step_interval = spec["gamma"], spec["interval"]
+        args.lisa_layers_attribute = "model.layers"
+        callback = lisa_callback_factory(trainer)
+        timed(callback, "on_step_begin", switch_seconds, cuda)
+        trainer.add_callback(callback)
+    elif method.startswith("ours"):
+        from lisa_plugin import LISACallback
+
+        if method == "ours-keep":
+            lisa["optimizer_state"] = "keep"
+        if method.startswith("ours-frozen-eh"):
+            lisa.update(train_embeddings=False, train_head=False)
+        callback = LISACallback(**lisa).attach(trainer)
+        timed(callback, "on_train_begin", switch_seconds, cuda)
+        timed(callback, "on_step_end", switch_seconds, cuda)
+        begin = callback.on_train_begin
+
+        def remember_switcher(*a, **k):
+            out = begin(*a, **k)
+            probe.switcher = callback.switcher
+            return out
+
+        callback.on_train_begin = remember_switcher
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+
+    steps = probe.step_seconds()
+    timed_steps = steps[WARMUP_STEPS:] or steps
+    peak = max(probe.records, key=lambda r: r["params"] + r["grads"] + r["optimizer"])
+    median = statistics.median(timed_steps)
+    result = {
+        "method": method,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "param_bytes": peak["params"],
+        "grad_bytes": peak["grads"],
+        "optimizer_bytes": peak["optimizer"],
+        "peak_optimizer_bytes": max(r["optimizer"] for r in probe.records),
+        "final_optimizer_bytes": probe.records[-1]["optimizer"],
+        "trainable_params": max(
+            sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in trainer.optimizer.param_groups[0]["params"] if p.requires_grad),
+        ),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "step_seconds": steps,
+        "median_step_seconds": median,
+        "cuda_max_memory_allocated": torch.cuda.max_memory_allocated() if cuda else None,
+        "timer": "cuda-events" if cuda else "perf_counter",
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "spec": {k: v for k, v in spec.items() if k != "out"},
+    }
+    if method.startswith("ours"):
+        # Trainable parameters of a LISA interval: E/H plus gamma layers (the requires_grad set now).
+        result["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        switcher = callback.switcher
+        result["switches"] = len(switcher.history.switches)
+        result["lowest_active_per_step"] = probe.lowest_active[: len(steps)]
+        eh = switcher.partition.always_trainable(True, True)
+        layer = max(switcher.partition.layers, key=lambda g: sum(p.numel() for p in g))
+        from lisa_plugin.optimizer_state import adamw_state_bound
+
+        result["adamw_bound_eh_gamma_bytes"] = adamw_state_bound(eh + layer * spec["gamma"])
+        result["adamw_bound_gamma_bytes"] = adamw_state_bound(layer * spec["gamma"])
+    if method in ("axolotl-lisa",) or method.startswith("ours"):
+        switches = result.get("switches", -(-spec["steps"] // spec["interval"]))
+        # on_step_begin of Axolotl's callback runs every step; only the switching calls cost.
+        result["switch_seconds_total"] = sum(sorted(switch_seconds)[-switches:]) if switch_seconds else 0.0
+        result["switch_share_of_period"] = result["switch_seconds_total"] / (switches * spec["interval"] * median)
+        if method == "axolotl-lisa":
+            result["switches"] = switches
+    return result
+
+
+# -- the parent process: all methods, the report ---------------------------------------------
+
+
+def spec_from_args(args: argparse.Namespace) -> dict:
+    heads = args.heads or max(1, args.hidden // 64)
+    if args.hidden % heads:
+        raise SystemExit(f"--hidden {args.hidden} is not divisible by --heads {heads}; expected a multiple")
+    return {
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "vocab": args.vocab,
+        "heads": heads,
+        # LLaMA's ratio (11008 / 4096), rounded to a multiple of 8.
+        "intermediate": args.intermediate or int(round(args.hidden * 2.6875 / 8) * 8),
+        "seq": args.seq,
+        "batch": args.batch,
+        "steps": args.steps,
+        "gamma": args.gamma,
+        "interval": args.interval,
+        "rank": args.rank,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "threads": args.threads,
+    }
+
+
+def run_child(method: str, spec: dict, out: Path, reuse: bool = False) -> dict:
+    result_path = out / f"{method}.json"
+    if reuse and result_path.exists():
+        saved = json.loads(result_path.read_text())
+        if saved.get("spec", spec) == spec:
+            print(f"[{method}] reusing {result_path}", flush=True)
+            return saved
+        print(f"[{method}] {result_path} was measured with other settings; running again", flush=True)
+    spec = {**spec, "out": str(out / method)}
+    result_path.unlink(missing_ok=True)
+    threads = {"OMP_NUM_THREADS": str(spec["threads"])} if spec.get("threads") else {}
+    env = {**os.environ, **threads, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "AXOLOTL_DO_NOT_TRACK": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--child-spec", json.dumps(spec),
+           "--child-result", str(result_path)]
+    print(f"[{method}] running ...", flush=True)
+    with open(out / f"{method}.log", "w") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = (out / f"{method}.log").read_text()[-3000:]
+        raise RuntimeError(f"method {method!r} failed (exit {proc.returncode}); see {out / method}.log:\n{tail}")
+    result = json.loads(result_path.read_text())
+    print(f"[{method}] peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MB, "
+          f"median step {result['median_step_seconds']:.3f} s", flush=True)
+    return result
+
+
+def _mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.0f}"
+
+
+def lowest_layer_effect(result: dict, layers: int) -> dict | None:
+    """Median step time when the lowest active layer is in the bottom vs the top half."""
+    lows = result.get("lowest_active_per_step") or []
+    steps = result["step_seconds"]
+    pairs = [(low, t) for i, (low, t) in enumerate(zip(lows, steps)) if i >= WARMUP_STEPS and low is not None]
+    bottom = [t for low, t in pairs if low < layers // 2]
+    top = [t for low, t in pairs if low >= layers // 2]
+    if not bottom or not top:
+        return None
+    return {"bottom_half_median_s": statistics.median(bottom), "top_half_median_s": statistics.median(top),
+            "bottom_steps": len(bottom), "top_steps": len(top)}
+
+
+def check_targets(results: dict[str, dict], spec: dict) -> list[dict]:
+    """The issue's targets, each as a ratio from this one run."""
+    targets = []
+
+    def add(name, value, limit, detail):
+        targets.append({"target": name, "value": value, "limit": limit,
+                        "met": None if value is None else value <= limit, "detail": detail})
+
+    r = results
+    if "ours-release" in r:
+        rel = r["ours-release"]
+        add("ours-release optimizer state / AdamW bound (E+H+gamma)",
+            rel["peak_optimizer_bytes"] / rel["adamw_bound_eh_gamma_bytes"], 1.02,
+            f"{rel['switches']} switches")
+        if "axolotl-lisa" in r:
+            add("ours-release peak RSS / axolotl-lisa peak RSS",
+                rel["peak_rss_bytes"] / r["axolotl-lisa"]["peak_rss_bytes"], 1.0, "must be below 1")
+        if "full" in r:
+            add("ours-release peak RSS / full peak RSS", rel["peak_rss_bytes"] / r["full"]["peak_rss_bytes"], 1.0,
+                "must be below 1")
+            add("ours-release median step / full median step",
+                rel["median_step_seconds"] / r["full"]["median_step_seconds"], 0.8, "")
+        add("ours-release switching time / K-step period", rel["switch_share_of_period"], 0.02, "")
+    if "ours-frozen-eh" in r and "lora" in r:
+        add(f"ours-frozen-eh peak RSS / lora (r={spec['rank']}) peak RSS",
+            r["ours-frozen-eh"]["peak_rss_bytes"] / r["lora"]["peak_rss_bytes"], 1.0, "")
+    if "ours-frozen-eh" in r and "ours-frozen-eh-inputgrads" in r:
+        add("ours-frozen-eh median step / same with enable_input_require_grads",
+            r["ours-frozen-eh"]["median_step_seconds"] / r["ours-frozen-eh-inputgrads"]["median_step_seconds"],
+            1.0, "backward stops at the lowest active layer only without input grads")
+    return targets
+
+
+def markdown(results: dict[str, dict], spec: dict, targets: list[dict], command: str) -> str:
+    any_result = next(iter(results.values()))
+    lines = [
+        f"Llama layout, {any_result['total_params']:,} parameters (vocab {spec['vocab']}, hidden {spec['hidden']}, "
+        f"{spec['layers']} layers, intermediate {spec['intermediate']}), sequence {spec['seq']}, batch {spec['batch']}, "
+        f"{spec['steps']} steps, {spec['dtype']}, adamw_torch, gamma={spec['gamma']}, K={spec['interval']}, "
+        f"LoRA r={spec['rank']}, gradient checkpointing {'on' if spec['gradient_checkpointing'] else 'off'}; "
+        f"device {any_result['device']}, timer {any_result['timer']}, {any_result['torch_threads']} torch thread(s).",
+        "",
+        f"    {command}",
+        "",
+        "| method | peak RSS (MB) | params (MB) | grads (MB) | optimizer state (MB) | trainable params | "
+        "median step (s) | switching / K-step period | CUDA max allocated (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        share = f"{100 * r['switch_share_of_period']:.2f}%" if "switch_share_of_period" in r else "-"
+        lines.append(
+            f"| {name} | {_mb(r['peak_rss_bytes'])} | {_mb(r['param_bytes'])} | {_mb(r['grad_bytes'])} | "
+            f"{_mb(r['peak_optimizer_bytes'])} | {r['trainable_params']:,} | {r['median_step_seconds']:.3f} | {share} | "
+            f"{_mb(r['cuda_max_memory_allocated'])} |"
+        )
+    bound = next((r["adamw_bound_eh_gamma_bytes"] for r in results.values() if "adamw_bound_eh_gamma_bytes" in r), None)
+    if bound:
+        lines += ["", f"Analytic AdamW state bound for E + H + {spec['gamma']} layers: {_mb(bound)} MB ({bound:,} bytes)."]
+    effects = [(n, lowest_layer_effect(r, spec["layers"])) for n, r in results.items()]
+    effects = [(n, e) for n, e in effects if e]
+    if effects:
+        lines += ["", "Median step time by where the lowest active layer is (after warm-up):", "",
+                  "| method | lowest active layer in bottom half (s) | in top half (s) | steps (bottom/top) |",
+                  "|---|---|---|---|"]
+        for n, e in effects:
+            lines.append(f"| {n} | {e['bottom_half_median_s']:.3f} | {e['top_half_median_s']:.3f} | "
+                         f"{e['bottom_steps']}/{e['top_steps']} |")
+    if targets:
+        lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
+        for t in targets:
+            met = "yes" if t["met"] else "NO"
+            detail = f" ({t['detail']})" if t["detail"] else ""
+            lines.append(f"| {t['target']}{detail} | {t['value']:.3f} | <= {t['limit']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    comps = [("param_bytes", "parameters"), ("grad_bytes", "gradients"), ("peak_optimizer_bytes", "optimizer state")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    bottom = [0.0] * len(names)
+    for key, label in comps:
+        values = [results[n][key] / 2**20 for n in names]
+        left.bar(names, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    rss = [results[n]["peak_rss_bytes"] / 2**20 for n in names]
+    other = [max(0.0, r - b) for r, b in zip(rss, bottom)]
+    left.bar(names, other, bottom=bottom, label="rest of peak RSS", color="lightgrey")
+    left.set_ylabel("MB")
+    left.set_title("Peak memory by component")
+    left.legend(fontsize=8)
+    right.bar(names, [results[n]["median_step_seconds"] for n in names], color="tab:purple")
+    right.set_ylabel("seconds")
+    right.set_title("Median step time")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=35, labelsize=8)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--heads", type=int, default=None, help="default: hidden / 64")
+    parser.add_argument("--intermediate", type=int, default=None, help="default: 2.6875 x hidden (LLaMA's ratio)")
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--gamma", type=int, default=2)
+    parser.add_argument("--interval", type=int, default=5)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per method (default: torch's); 1 is steadier on a shared machine")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated subset of "
+                        + ", ".join(DEFAULT_METHODS))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-compare"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse a method's result in --out when it was measured with the same settings")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-spec", help=argparse.SUPPRESS)
+    parser.add_argument("--child-result", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.child:
+        result = run_method(args.child, json.loads(args.child_spec))
+        Path(args.child_result).write_text(json.dumps(result, indent=2))
+        return result
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in DEFAULT_METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown method(s) {', '.join(unknown)}; expected any of {', '.join(DEFAULT_METHODS)}")
+    if args.steps <= WARMUP_STEPS:
+        raise SystemExit(f"--steps {args.steps}: expected more than the {WARMUP_STEPS} warm-up steps")
+    spec = spec_from_args(args)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--reuse"]
+    command = "python benchmarks/compare_methods.py " + " ".join(shown)
+    results = {m: run_child(m, spec, out, args.reuse) for m in methods}
+    targets = check_targets(results, spec)
+    report = {
+        "spec": spec,
+        "command": command.strip(),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "platform": sys.platform,
+                    "device": next(iter(results.values()))["device"]},
+        "results": results,
+        "targets": targets,
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    table = markdown(results, spec, targets, command.strip())
+    (out / "results.md").write_text(table)
+    plot(results, out / "results.png")
+    print(table)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The leaderboard report, built from results written by the test (no model, no judge)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval_harness.cli import main
+from eval_harness.report import stats
+from eval_harness.report.collect import ReportInputError, load_report_data
+from tests.eval_harness.report_fixture import EVIL_RUN, MEMORY, PAYLOAD, TRAINABLE, correct, write_results
+
+SCREENSHOT = Path("/tmp/eval_harness_report.png")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, shared_data):
+    info = write_results(tmp_path_factory.mktemp("report"), shared_data)
+    assert main(["report", str(info["runs_dir"])]) == 0
+    return info
+
+
+def _csv_rows(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "leaderboard.csv").open() as fh:
+        return {row["run"]: row for row in csv.DictReader(fh)}
+
+
+def test_table_values_equal_the_stored_results(report):
+    out, scores = report["out"], report["scores"]
+    rows = _csv_rows(out)
+    assert list(rows) == ["Vanilla", "full", "lisa", "lora", EVIL_RUN]
+    for run, turns in scores.items():
+        stored = report["results"][run]["mt_bench"].metrics
+        assert float(rows[run]["mt_bench_turn1"]) == pytest.approx(np.nanmean(turns[:, 0]))
+        assert float(rows[run]["mt_bench_overall"]) == pytest.approx(stored["overall"].value)
+        assert float(rows[run]["gsm8k_strict"]) == pytest.approx(100 * correct(run, 40).mean())
+        assert float(rows[run]["gsm8k_flex"]) == pytest.approx(100 * correct(run, 40, "flex").mean())
+        assert float(rows[run]["gsm8k_strict_stderr"]) == pytest.approx(
+            100 * report["results"][run]["gsm8k"].metrics["exact_match,strict-match"].stderr)
+    assert float(rows[EVIL_RUN]["pubmedqa_acc"]) == pytest.approx(30.0) and rows[EVIL_RUN]["mt_bench_overall"] == ""
+    assert rows["lora"]["judge_parse_failures"] == "1" and rows["lisa"]["judge_parse_failures"] == "0"
+    assert float(rows["lisa"]["judge_spread"]) == pytest.approx(0.1)
+    lisa, lora = float(rows["lisa"]["mt_bench_overall"]), float(rows["lora"]["mt_bench_overall"])
+    assert float(rows["lisa"]["gain_mt_bench_overall_pct"]) == pytest.approx(100 * (lisa - lora) / lora)
+    assert float(rows["lora"]["gain_mt_bench_overall_pct"]) == 0
+    for run in ("full", "lisa", "lora"):
+        assert int(rows[run]["trainable_params"]) == TRAINABLE[run]
+        assert float(rows[run]["peak_memory_gib"]) == MEMORY[run]
+        assert float(rows[run]["train_samples_per_second"]) == 3.2
+    assert rows["lisa"]["settings"] == "gamma=2 K=5" and rows["Vanilla"]["method"] == "Vanilla"
+
+    md = (out / "leaderboard.md").read_text()
+    lines = md.splitlines()
+    assert "MT-Bench overall [95% CI]" in lines[0] and "Gain vs lora (MT-Bench) %" in lines[0]
+    lisa_line = next(line for line in lines if line.startswith("| lisa "))
+    assert f"**{lisa:.2f} [" in lisa_line  # best MT-Bench overall, marked
+    assert "mean of the turn-1 and turn-2 means" in md
+    assert "lisa vs lora on MT-Bench" in md and "<img" not in md  # the payload run name is escaped
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema_version"] == 2 and data["complete"] is True and len(data["runs"]) == 5
+    assert [r["run"] for r in data["leaderboard"]] == list(rows)
+    assert data["statistics"]["mt_bench"]["lisa"]["per_category"].keys() == {
+        "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+
+
+def test_significance_lisa_vs_lora_and_full(report):
+    data = json.loads((report["out"] / "results.json").read_text())
+    headline = {(h["label"], h["benchmark"]): h for h in data["statistics"]["headline"]}
+    # +2 on every question except LoRA's unparsable turn: a real gap; vs Full one turn differs: none
+    assert headline[("lisa vs lora", "MT-Bench")]["significant"] is True
+    assert headline[("lisa vs lora", "MT-Bench")]["low"] > 1.5
+    assert headline[("lisa vs full", "MT-Bench")]["significant"] is False
+    assert headline[("lisa vs full", "MT-Bench")]["diff"] == pytest.approx(0.5 / 16)
+    assert headline[("lisa vs lora", "PubMedQA acc %")]["diff"] == pytest.approx(0.16)
+    assert headline[("lisa vs lora", "PubMedQA acc %")]["n"] == 50
+    md = (report["out"] / "leaderboard.md").read_text()
+    assert "lisa vs lora on MT-Bench: +1.88 points" in md and "lisa vs full on MT-Bench" in md
+    assert md.count("not significant at 95%") >= 1 and "-0.00" not in md
+
+
+def test_bootstrap_ci_equals_a_direct_computation(report):
+    data = load_report_data(report["out"], resamples=1000, seed=3)
+    lora = data.run("lora").mt_bench
+    turns = report["scores"]["lora"]
+    # direct: the same index draws, then the overall score of each resample by hand
+    idx = np.random.default_rng(3).integers(0, len(turns), size=(1000, len(turns)))
+    overall = []
+    for row in idx:
+        t1 = [turns[i, 0] for i in row if not np.isnan(turns[i, 0])]
+        t2 = [turns[i, 1] for i in row if not np.isnan(turns[i, 1])]
+        overall.append((sum(t1) / len(t1) + sum(t2) / len(t2)) / 2)
+    assert (lora.ci.low, lora.ci.high) == pytest.approx(tuple(np.percentile(overall, [2.5, 97.5])))
+    assert lora.ci.resamples == 1000
+    # closed-form sanity: constant scores have a zero-width interval; wide samples follow the normal approximation
+    assert stats.bootstrap_mt_bench(np.full(30, 6.0), np.full(30, 4.0)) == stats.Interval(5.0, 5.0, 2000, 0)
+    rng = np.random.default_rng(11)
+    t1, t2 = rng.normal(6, 2, 400), rng.normal(5, 2, 400)
+    ci = stats.bootstrap_mt_bench(t1, t2, resamples=4000, seed=1)
+    half_width = 1.96 * np.std((t1 + t2) / 2, ddof=1) / np.sqrt(400)
+    assert (ci.high - ci.low) / 2 == pytest.approx(half_width, rel=0.1)
+    assert ci.low < (t1.mean() + t2.mean()) / 2 < ci.high
+
+
+def test_report_cli_formats_and_errors(report, tmp_path, capsys):
+    only_md = tmp_path / "md-only"
+    assert main(["report", str(report["runs_dir"]), "--format", "md", "--output", str(only_md)]) == 0
+    assert sorted(p.name for p in only_md.iterdir()) == ["leaderboard.md"]
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(report["runs_dir"]), "--format", "md,pdf"])
+    assert exc.value.code == 2 and "unknown format 'pdf'" in capsys.readouterr().err
+    empty = tmp_path / "empty-runs"
+    (empty / "report" / "results" / "ghost").mkdir(parents=True)
+    assert main(["report", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "no run has a stored result" in err and str(empty / "report" / "results") in err
+    broken = tmp_path / "broken"
+    shutil.copytree(report["out"], broken)
+    (broken / "results.json").write_text("{not json")
+    with pytest.raises(ReportInputError, match=r"broken/results.json: not valid JSON"):
+        load_report_data(broken)
+    with pytest.raises(ReportInputError, match="--baseline 'nope': no such run"):
+        load_report_data(report["out"], baseline="nope")
+
+
+@pytest.fixture(scope="module")
+def browser_page(report):
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the README's test line does it)")
+    from tests.eval_harness.chromium import Browser
+
+    browser = Browser()
+    try:
+        browser.load(report["out"] / "index.html")
+        page = {
+            "problems": browser.problems(),
+            "title": browser.evaluate("document.title"),
+            "xss": browser.evaluate("window.__xss === undefined ? null : String(window.__xss)"),
+            "rows": browser.evaluate("Array.from(document.querySelectorAll('#leaderboard tbody tr'))"
+                                     ".map(r => r.cells[0].textContent)"),
+            "plots": browser.evaluate("Array.from(document.querySelectorAll('figure.plot'))"
+                                      ".map(f => [f.id, f.querySelector('img').complete, f.querySelector('img').naturalWidth])"),
+            "images": browser.evaluate("Array.from(document.images).map(i => i.getAttribute('src').slice(0, 26))"),
+            "scripts": browser.evaluate("document.scripts.length"),
+            "text": browser.evaluate("document.body.textContent"),  # closed <details> too
+            "best": browser.evaluate("Array.from(document.querySelectorAll('#leaderboard td.best'))"
+                                     ".map(td => td.parentElement.cells[0].textContent + ':' + td.cellIndex)"),
+        }
+        overall_col = browser.evaluate("Array.from(document.querySelectorAll('#leaderboard th'))"
+                                       ".findIndex(th => th.textContent.startsWith('MT-Bench overall'))")
+        browser.evaluate(f"document.querySelectorAll('#leaderboard th')[{overall_col}].click()")
+        page["sorted_asc"] = browser.evaluate("Array.from(document.querySelectorAll('#leaderboard tbody tr'))"
+                                              ".map(r => r.cells[0].textContent)")
+        page["screenshot"] = browser.screenshot(SCREENSHOT)
+        page["overall_col"] = overall_col
+        page["problems_after"] = browser.problems()
+    finally:
+        browser.close()
+    return page
+
+
+def test_html_renders_in_chromium(browser_page):
+    page = browser_page
+    assert page["problems"] == [] and page["problems_after"] == []
+    assert page["title"].startswith("Leaderboard")
+    png = page["screenshot"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 50_000
+    assert page["rows"] == ["Vanilla", "full", "lisa", "lora", EVIL_RUN]
+    plots = {p[0]: p for p in page["plots"]}
+    assert set(plots) == {"plot-mt_bench_radar", "plot-mt_bench_bars", "plot-loss_curves", "plot-pareto",
+                          "plot-lisa_layers_lisa", "plot-weight_norms"}
+    assert all(complete and width > 100 for _, complete, width in plots.values()), plots
+    assert all(src == "data:image/svg+xml;base64," for src in page["images"])  # self-contained: nothing fetched
+    assert f"lisa:{page['overall_col']}" in page["best"]
+    # ascending by MT-Bench overall; the run without a score goes last
+    assert page["sorted_asc"] == ["Vanilla", "lora", "full", "lisa", EVIL_RUN]
+    for heading in ("Is the gap real?", "How these numbers were produced", "lisa vs lora on MT-Bench"):
+        assert heading in page["text"]
+
+
+def test_untrusted_text_is_inert_and_shown_as_text(browser_page, report):
+    page = browser_page
+    assert page["xss"] is None and page["title"] != "pwned"
+    assert page["scripts"] == 1  # the sort script only
+    assert len(page["images"]) == 6  # the plots only: no <img src=x>
+    html_text = (report["out"] / "index.html").read_text()
+    assert PAYLOAD not in html_text and EVIL_RUN not in html_text
+    assert "&lt;script&gt;window.__xss=&#x27;script&#x27;&lt;/script&gt;" in html_text
+    text = page["text"]
+    assert PAYLOAD in text  # the answer and the verdict, shown as the characters they are
+    assert text.count(PAYLOAD) >= 3  # answer, judge verdict, the run's "note" setting
+    assert EVIL_RUN in text
+
+
+def test_report_help_lists_its_options():
+    proc = subprocess.run([sys.executable, "-m", "eval_harness", "report", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--format" in proc.stdout and "--results" in proc.stdout

@@ -1,0 +1,157 @@
+"""LISA under DDP: two CPU processes (torchrun, gloo) running a plain transformers Trainer.
+
+Axolotl 0.19.0 cannot train multi-process on CPU (its model load sets a rank index as the
+device map and transformers' ``caching_allocator_warmup`` fails on it), so the callback is
+tested under the Trainer that Axolotl subclasses. One torchrun invocation runs every
+scenario of ``ddp_worker.py``; the tests read what each rank wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ddp_worker  # this folder is on sys.path (pytest's rootdir insertion)
+
+WORKER = Path(ddp_worker.__file__)
+REPO = WORKER.parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(free_port()), str(WORKER), str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    (out / "torchrun.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return out
+
+
+def ranks(out: Path, scenario: str) -> list[dict]:
+    return [json.loads((out / f"{scenario}-rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.parametrize("scenario", list(ddp_worker.SCENARIOS))
+def test_ranks_end_bitwise_identical_and_only_the_active_set_moves(ddp_runs, scenario):
+    rank0, rank1 = ranks(ddp_runs, scenario)
+    # Rank 1 started from different weights (its own seed): DDP's and LISA's broadcasts fixed that.
+    assert rank0["digest"] == rank1["digest"]
+    assert rank0["switches"] == rank1["switches"]
+    lisa_settings, _ = ddp_worker.SCENARIOS[scenario]
+    assert len({tuple(s["active"]) for s in rank0["switches"]}) > 1  # the set did change
+    assert rank0["reductions"] == ddp_worker.MAX_STEPS  # once per optimizer step, accumulation or not
+    for step in rank0["steps"]:
+        layers = {name.split(".")[2] for name in step["changed"] if name.startswith("model.layers.")}
+        assert layers == {str(i) for i in step["active"]}  # every active layer moved, no frozen one did
+        outside = {name for name in step["changed"] if not name.startswith("model.layers.")}
+        expected = set()
+        if lisa_settings.get("train_embeddings", True):
+            expected.add("model.embed_tokens.weight")
+        if lisa_settings.get("train_head", True):
+            expected |= {"lm_head.weight", "model.norm.weight"}
+        assert outside == expected
+
+
+@pytest.mark.parametrize("scenario", ["plain", "checkpointing", "no-embeddings-no-head"])
+def test_matches_one_process_with_the_same_global_batch(ddp_runs, scenario, tmp_path):
+    lisa_settings, overrides = ddp_worker.SCENARIOS[scenario]
+    trainer, _ = ddp_worker.make_trainer(tmp_path, lisa_settings, overrides, per_device_batch=4)
+    trainer.train()
+    ddp = torch.load(ddp_runs / f"{scenario}-weights.pt")
+    single = dict(trainer.model.named_parameters())
+    assert ddp.keys() == single.keys()
+    for name, value in ddp.items():
+        torch.testing.assert_close(value, single[name].detach(), rtol=1e-5, atol=1e-6, msg=name)
+    initial = ddp_worker.tiny_model(0).state_dict()
+    assert any(not torch.equal(ddp[n], initial[n]) for n in ddp if n.startswith("model.layers."))
+
+
+def test_all_reduced_bytes_scale_with_the_trainable_set_not_the_model(ddp_runs):
+    expected_outside = {
+        "plain": ("embeddings", "head"),
+        "checkpointing": ("embeddings", "head"),
+        "reentrant-no-embeddings": ("head",),
+        "no-embeddings-no-head": (),
+    }
+    report = {}
+    for scenario, (lisa_settings, _) in ddp_worker.SCENARIOS.items():
+        rank0, _ = ranks(ddp_runs, scenario)
+        groups = rank0["groups"]
+        always = sum(groups[g] for g in expected_outside[scenario])
+        active = lisa_settings["n_layers"] * groups["layer"]
+        for step in rank0["steps"]:
+            assert step["ddp_bytes"] == always  # DDP's reducer: E+H only
+            assert step["lisa_bytes"] == active  # ours: the gamma active layers only
+        report[scenario] = dict(per_step=always + active, model=groups["model"])
+        assert always + active < groups["model"]
+    (ddp_runs / "allreduce_bytes.json").write_text(json.dumps(report, indent=1))
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        *[(dict(deepspeed=f"zero{stage}.json"), "`deepspeed`") for stage in (1, 2, 3)],
+        (dict(fsdp_config={"fsdp_version": 2}), "`fsdp`/`fsdp_config`"),
+        (dict(fsdp=["full_shard", "auto_wrap"], fsdp_config={"fsdp_version": 1, "use_orig_params": True}),
+         "`fsdp`/`fsdp_config`"),
+    ],
+)
+def test_sharded_engines_are_refused_with_what_to_use_instead(overrides, key):
+    from lisa_plugin.config import LisaArgs
+
+    with pytest.raises(ValueError, match=rf"{key} cannot be combined with `lisa:`: .*launch with DDP .*MULTI_GPU"):
+        LisaArgs.model_validate({"lisa": {"n_layers": 2}, **overrides})
+
+
+@pytest.mark.parametrize(
+    "args, env, engine",
+    [
+        (dict(deepspeed="ds.json"), {}, "DeepSpeed"),
+        (dict(fsdp="full_shard"), {}, "FSDP"),
+        ({}, {"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+        ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
+    ],
+)
+def test_callback_refuses_sharded_engines_outside_axolotl(monkeypatch, args, env, engine):
+    from types import SimpleNamespace
+
+    from lisa_plugin.distributed import refuse_sharded_engines
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=rf"lisa: {engine} is not supported: .*Train with DDP"):
+        refuse_sharded_engines(SimpleNamespace(**{"deepspeed": None, "fsdp": "", **args}))
+
+
+def test_multi_gpu_example_is_the_single_gpu_run_on_ddp():
+    import yaml
+
+    from lisa_plugin.config import LisaArgs
+
+    configs = REPO / "example_configs"
+    ddp = yaml.safe_load((configs / "multi-gpu" / "llama2-7b-lisa-ddp.yml").read_text())
+    single = yaml.safe_load((configs / "llama2-7b-lisa.yml").read_text())
+    LisaArgs.model_validate(ddp)
+    accelerate = yaml.safe_load((configs / "multi-gpu" / "accelerate-ddp.yaml").read_text())
+    assert accelerate["distributed_type"] == "MULTI_GPU" and "deepspeed_config" not in accelerate
+    global_batch = lambda c, gpus: c["micro_batch_size"] * c["gradient_accumulation_steps"] * gpus  # noqa: E731
+    assert global_batch(ddp, accelerate["num_processes"]) == global_batch(single, 1)
+    differ = {k for k in ddp.keys() | single.keys() if ddp.get(k) != single.get(k)}
+    assert differ == {"gradient_accumulation_steps", "ddp_find_unused_parameters", "output_dir"}

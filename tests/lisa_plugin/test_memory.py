@@ -1,0 +1,110 @@
+"""The memory planner against bytes measured on real (small) models, and its command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lisa_plugin import memory
+from lisa_plugin.config import LisaConfig
+from lisa_plugin.optimizer_state import state_bytes
+from lisa_plugin.switching import LayerSwitcher
+
+SMALL_CONFIGS = {
+    "llama-gqa": dict(model_type="llama", vocab_size=1000, hidden_size=128, intermediate_size=352,
+                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+    "llama-wide": dict(model_type="llama", vocab_size=3000, hidden_size=256, intermediate_size=688,
+                       num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4),
+    "gpt2": dict(model_type="gpt2", vocab_size=1000, n_embd=128, n_layer=3, n_head=4, n_positions=128),
+}
+BATCH, SEQ, GAMMA, RANK = 2, 32, 2, 8
+
+
+def build(name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = dict(SMALL_CONFIGS[name])
+    model_type = kwargs.pop("model_type")
+    if model_type == "llama":
+        kwargs["tie_word_embeddings"] = False
+    config = AutoConfig.for_model(model_type, **kwargs)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config), config
+
+
+def measure(name: str, method: str) -> dict:
+    """Weights, gradients and optimizer-state bytes after one real AdamW step, summed over tensors."""
+    model, config = build(name)
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=RANK, target_modules="all-linear"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    if method == "lisa":
+        LayerSwitcher(model, LisaConfig(n_layers=GAMMA, interval_steps=1, seed=0), seed=0).activate(0, optimizer)
+    ids = torch.randint(0, config.vocab_size, (BATCH, SEQ))
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    return {
+        "weights": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "gradients": sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None),
+        "optimizer": state_bytes(optimizer),
+    }
+
+
+@pytest.mark.parametrize("name", list(SMALL_CONFIGS))
+@pytest.mark.parametrize("method", memory.METHODS)
+def test_prediction_within_10_percent_of_measured_bytes(name, method):
+    model, config = build(name)
+    shape = memory.shape_from_config(config.to_dict(), name)
+    assert shape.total_params() == sum(p.numel() for p in model.parameters())
+    predicted = memory.plan(shape, method, memory.Settings(dtype="fp32", batch=BATCH, seq=SEQ, gamma=GAMMA, rank=RANK))
+    measured = measure(name, method)
+    for component, value in measured.items():
+        ratio = getattr(predicted, component) / value
+        assert 0.9 <= ratio <= 1.1, f"{name}/{method} {component}: predicted {getattr(predicted, component):,} vs measured {value:,}"
+
+
+@pytest.mark.parametrize("name", list(SMALL_CONFIGS))
+def test_activation_prediction_within_10_percent_of_saved_tensors(name):
+    model, config = build(name)
+    shape = memory.shape_from_config(config.to_dict(), name)
+    ids = torch.randint(0, config.vocab_size, (BATCH, 64))
+    measured = memory.measure_saved_activation_bytes(model, ids)
+    predicted = memory.activation_bytes(shape, memory.Settings(dtype="fp32", batch=BATCH, seq=64))
+    assert 0.9 <= predicted / measured <= 1.1, f"{name}: predicted {predicted:,} vs saved {measured:,}"
+
+
+def test_builtin_shapes_have_the_published_parameter_counts():
+    assert memory.BUILTIN_SHAPES["llama-2-7b"].total_params() == 6_738_415_616
+    assert memory.BUILTIN_SHAPES["llama-2-70b"].total_params() == 68_976_648_192
+    assert memory.BUILTIN_SHAPES["gpt2"].total_params() == 124_439_808
+
+
+def test_lisa_state_is_far_below_full_on_7b():
+    shape = memory.resolve_model("LLaMA-2-7B")
+    settings = memory.Settings(dtype="bf16", batch=1, seq=1024, gradient_checkpointing=True)
+    full, lisa = (memory.plan(shape, m, settings) for m in ("full", "lisa"))
+    assert lisa.optimizer < full.optimizer / 8
+    # The paper's claim: LLaMA-2-7B with LISA fits a 24 GB GPU (24 GiB, less ~1.5 GB CUDA context).
+    assert lisa.total < 24 * 2**30 - 1.5e9
+
+
+def test_reads_a_config_json_folder(tmp_path):
+    model, config = build("llama-gqa")
+    config.save_pretrained(tmp_path)
+    assert memory.resolve_model(str(tmp_path)).total_params() == sum(p.numel() for p in model.parameters())
+
+
+def test_cli_json_and_errors(capsys):
+    assert memory.main(["tinyllama-1.1b", "--json", "--gradient-checkpointing"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [p["method"] for p in data["plans"]] == list(memory.METHODS)
+    assert all(p["total"] == p["weights"] + p["gradients"] + p["optimizer"] + p["activations"] for p in data["plans"])
+    assert memory.main(["llama-2-7bb"]) == 2
+    err = capsys.readouterr().err
+    assert "'llama-2-7bb'" in err and "Did you mean 'llama-2-7b'" in err
+    assert memory.main(["gpt2", "--gamma", "13"]) == 2
+    assert "gamma: 13" in capsys.readouterr().err
