@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from lisa_plugin.corpus import instruction_examples, paragraphs
 
@@ -29,7 +30,7 @@ class TinySpec:
     seed: int = 0
 
 
-def build_tokenizer(output_dir: Path, vocab_size: int, seed: int = 0):
+def build_tokenizer(output_dir: Path, vocab_size: int, seed: int = 0, extra_text: Iterable[str] = ()):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -44,7 +45,7 @@ def build_tokenizer(output_dir: Path, vocab_size: int, seed: int = 0):
     )
     text = paragraphs(2000, seed=seed) + [
         f"{r['instruction']} {r['output']}" for r in instruction_examples(2000, seed=seed)
-    ]
+    ] + list(extra_text)
     tokenizer.train_from_iterator(text, trainer=trainer)
     bos = SPECIAL_TOKENS["bos_token"]
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -89,15 +90,16 @@ def model_config(spec: TinySpec, tokenizer):
     raise ValueError(f"arch: unknown architecture {spec.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
 
 
-def build_tiny_model(output_dir: str | Path, spec: TinySpec | None = None) -> Path:
-    """Write a tokenizer and a random-init model of ``spec`` into ``output_dir``."""
+def build_tiny_model(output_dir: str | Path, spec: TinySpec | None = None, extra_text: Iterable[str] = ()) -> Path:
+    """Write a tokenizer and a random-init model of ``spec`` into ``output_dir``; the tokenizer
+    learns from :mod:`lisa_plugin.corpus` plus ``extra_text`` (text the model will see)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     spec = spec or TinySpec()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(output_dir, spec.vocab_size, spec.seed)
+    tokenizer = build_tokenizer(output_dir, spec.vocab_size, spec.seed, extra_text)
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(model_config(spec, tokenizer))
     model.save_pretrained(output_dir)

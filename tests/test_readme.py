@@ -58,3 +58,40 @@ def test_example_strategy_runs():
     assert "top_heavy" in strategy_names(pm)
     picked = select_active_layers(strategy="top_heavy", num_layers=8, n_layers=2, seed=1, switch_index=0, pm=pm)
     assert len(picked) == 2
+
+
+def test_first_command_runs_the_full_demo():
+    first = blocks("bash")[0].strip().splitlines()[0]
+    assert first.endswith("python -m eval_harness demo runs/demo")
+
+
+def test_demo_options_in_the_readme_exist():
+    from eval_harness.cli import build_parser
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    known = {opt for action in demo._actions for opt in action.option_strings}
+    intro = README.split("## Use LISA in your Axolotl config")[0]
+    mentioned = set(re.findall(r"`(--[a-z-]+)", intro))
+    assert mentioned and mentioned <= known, mentioned - known
+
+
+def test_newcomer_sections_are_there():
+    titles = re.findall(r"^## (.+)$", README, flags=re.M)
+    for title in ("Use LISA in your Axolotl config", "Compare runs", "Scaling out", "Benchmarks",
+                  "How LISA works", "Extending"):
+        assert title in titles, title
+    assert "arXiv:2403.17919" in README and "(docs/benchmarks.md)" in README
+    assert (Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md").is_file()
+    assert "[project.entry-points.lisa_plugin]" in README  # the example plugin is packaged
+
+
+def test_demo_defaults_in_the_readme_are_the_code_defaults():
+    from eval_harness.demo.data import MT_BENCH_QUESTIONS
+    from eval_harness.demo.pipeline import DemoSettings
+
+    d = DemoSettings(out=Path("."))
+    intro = " ".join(README.split("## Use LISA in your Axolotl config")[0].split())
+    assert f"pre-trains it for {d.pretrain_steps} steps" in intro
+    assert f"({d.train_steps} steps on GSM8K-style word problems" in intro
+    assert f"{d.limit} items per benchmark" in intro
+    assert f"{len(MT_BENCH_QUESTIONS)} two-turn questions" in intro

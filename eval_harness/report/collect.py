@@ -51,6 +51,9 @@ class JudgedAnswer:
     judgment: str
 
 
+NOT_JUDGED = "not judged"
+
+
 @dataclass
 class MtBenchRun:
     turn1: float | None
@@ -97,6 +100,7 @@ class RunEntry:
     path: str | None
     training: TrainingFacts
     mt_bench: MtBenchRun | None = None
+    mt_bench_status: str | None = None  # "judged", "not judged" (answers only), or None (not run)
     accuracy: dict[str, Accuracy] = field(default_factory=dict)  # by column title
     lisa_activation: list[int] | None = None  # intervals each decoder layer was trainable
     norms: list[dict[str, Any]] | None = None  # lisa_norms/1 rows: layer, kind, update_norm, ...
@@ -382,6 +386,7 @@ def load_report_data(results_dir: Path, *, runs_dir: Path | None = None, mt_benc
             entry.problems.append(f"{results_dir / 'results' / name}: no stored result for run {name!r}")
         if MT_BENCH in results:
             entry.mt_bench = _mt_bench(results[MT_BENCH], results_dir, questions, resamples, seed)
+            entry.mt_bench_status = "judged" if (results[MT_BENCH].details or {}).get("judged") else NOT_JUDGED
         for title, task, key in columns:
             if task in results:
                 entry.accuracy[title] = _accuracy(results[task], title, key, results_dir)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from eval_harness.compare import render_table
-from eval_harness.report.collect import ReportData, RunEntry
+from eval_harness.report.collect import NOT_JUDGED, ReportData, RunEntry
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -42,6 +42,7 @@ def record(run: RunEntry, data: ReportData) -> dict[str, Any]:
     rec: dict[str, Any] = {"run": run.name, "method": run.method, "settings": run.short_settings}
     mt = run.mt_bench
     rec.update(
+        mt_bench_status=run.mt_bench_status,
         mt_bench_turn1=mt.turn1 if mt else None, mt_bench_turn2=mt.turn2 if mt else None,
         mt_bench_overall=mt.overall if mt else None,
         mt_bench_ci_low=mt.ci.low if mt else None, mt_bench_ci_high=mt.ci.high if mt else None,
@@ -91,6 +92,9 @@ def columns(data: ReportData, rows: list[dict[str, Any]]) -> list[Column]:
         ]
         if has("judge_spread"):
             cols.append(Column("judge_spread", "Judge spread (sd)", LOWER, lambda r: _num(r["judge_spread"], 2)))
+    elif any(r.get("mt_bench_status") == NOT_JUDGED for r in rows):
+        # answers exist but nobody graded them: say so rather than drop the benchmark silently
+        cols.append(Column("mt_bench_status", "MT-Bench", None, lambda r: r["mt_bench_status"] or "-"))
     for title, _, _ in data.columns:
         key = _score_key(title)
         if has(key):
@@ -141,6 +145,9 @@ def markdown(data: ReportData) -> str:
         f"interval over questions ({data.resamples} resamples, seed {data.seed}). Accuracies are % ± lm-eval's stderr. "
         "**Bold**: best in its column.",
     ]
+    if any(r.get("mt_bench_status") == NOT_JUDGED for r in rows):
+        notes += ["", "MT-Bench answers were generated but not judged (no --judge-model), so no MT-Bench score is "
+                     "reported; the answers are in mt_bench/model_answer/."]
     notes += [f"- {html.escape(line)}" for line in significance_lines(data)]
     return render_table([c.title for c in cols], body, markdown=True) + "\n" + "\n".join(notes) + "\n"
 

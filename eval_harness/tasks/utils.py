@@ -7,8 +7,13 @@ import re
 _CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 
 
+def strip_calculator_notes(solution: str) -> str:
+    """A GSM8K solution without its "<<48/2=24>>" calculator notes."""
+    return _CALCULATOR_NOTE.sub("", solution)
+
+
 def gsm8k_without_calculator_notes(dataset):
-    return dataset.map(lambda doc: {"answer": _CALCULATOR_NOTE.sub("", doc["answer"])})
+    return dataset.map(lambda doc: {"answer": strip_calculator_notes(doc["answer"])})
 
 
 def pubmedqa_prompt(doc: dict) -> str:
