@@ -90,19 +90,11 @@ class RandomTokens:
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-def _grad_bytes(model) -> int:
-    return sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-
-
-def _param_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
 def make_probe(cuda: bool):
     import torch
     from transformers import TrainerCallback
 
-    from lisa_plugin.optimizer_state import state_bytes
+    from lisa_plugin.optimizer_state import state_bytes, tensor_bytes
 
     class Probe(TrainerCallback):
         """Step-start times and, after each optimizer step (gradients still held), tensor bytes."""
@@ -125,7 +117,11 @@ def make_probe(cuda: bool):
 
         def on_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
             self.records.append(
-                {"params": _param_bytes(model), "grads": _grad_bytes(model), "optimizer": state_bytes(optimizer)}
+                {
+                    "params": tensor_bytes(list(model.parameters())),
+                    "grads": tensor_bytes([p.grad for p in model.parameters()]),  # None counts 0
+                    "optimizer": state_bytes(optimizer),
+                }
             )
 
         def on_train_end(self, args, state, control, **kwargs):

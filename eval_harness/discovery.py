@@ -21,9 +21,12 @@ import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from lisa_plugin.history import LisaHistory
 
 VANILLA = "Vanilla"
 METHODS = ("Vanilla", "LISA", "LoRA", "QLoRA", "Full")
@@ -307,17 +310,32 @@ def read_training_facts(run_dir: Path, cfg: dict[str, Any] | None) -> TrainingFa
             facts.trainable_params = int(peft_line.group(1).replace(",", ""))
             facts.total_params = int(peft_line.group(2).replace(",", ""))
         facts.sources.append(log.name)
-    history = run_dir / "lisa_history.json"
-    if history.exists():
-        try:
-            data = json.loads(history.read_text())
-            counts = [s.get("trainable_params") for s in data.get("switches", []) if s.get("trainable_params")]
-            if counts:
-                facts.trainable_params = max(counts)
-            facts.sources.append(history.name)
-        except (json.JSONDecodeError, AttributeError):
-            pass
+    try:
+        history = read_lisa_history(run_dir)
+    except ValueError:
+        history = None  # read_run reports it; the facts come from the other files
+    if history is not None:
+        counts = [s.get("trainable_params") for s in history.switches if s.get("trainable_params")]
+        if counts:
+            facts.trainable_params = max(counts)
+        facts.sources.append("lisa_history.json")
     return facts
+
+
+def read_lisa_history(run_dir: Path) -> LisaHistory | None:
+    """The run's ``lisa_history.json`` (which layers LISA trained, with its settings); None when absent.
+
+    Raises ValueError naming the file when it is not a readable ``lisa_history/1`` record.
+    """
+    from lisa_plugin.history import HISTORY_FILE, read_history  # here, not at start-up
+
+    path = run_dir / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_history(path)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{path}: {exc}; expected a lisa_history/1 file") from exc
 
 
 # --------------------------------------------------------------------------- runs
@@ -386,16 +404,18 @@ def read_run(run_dir: Path) -> Run:
     if run.method == "Full" and facts.trainable_params is None:
         facts.trainable_params = facts.total_params
     run.training = facts
-    history = run_dir / "lisa_history.json"
-    if run.method == "LISA" and history.exists():
+    if run.method == "LISA":
         try:
-            saved = json.loads(history.read_text()).get("settings", {})
+            history = read_lisa_history(run_dir)
+        except ValueError as exc:
+            run.warnings.append(f"{exc}; LISA settings taken from the axolotl config")
+            history = None
+        if history is not None:
+            saved = history.settings
             run.settings.update(
                 {"gamma": saved.get("n_layers", run.settings.get("gamma")),
                  "K": saved.get("interval_steps", run.settings.get("K"))}
             )
-        except (json.JSONDecodeError, AttributeError):
-            run.warnings.append(f"{history}: not valid JSON; LISA settings taken from the axolotl config")
     return run
 
 

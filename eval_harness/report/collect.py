@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from eval_harness.compare import MT_BENCH, headline_columns
-from eval_harness.discovery import RunError, TrainingFacts, read_axolotl_config, read_training_facts
+from eval_harness.discovery import (
+    RunError,
+    TrainingFacts,
+    read_axolotl_config,
+    read_lisa_history,
+    read_training_facts,
+)
 from eval_harness.mt_bench.judge import PARSE_FAILURE
 from eval_harness.mt_bench.jsonl import read_jsonl
 from eval_harness.report import stats
@@ -306,16 +312,14 @@ def _training(record: dict, path: str | None) -> TrainingFacts:
 
 
 def _lisa_activation(path: str | None, problems: list[str]) -> list[int] | None:
-    if not path or not (Path(path) / "lisa_history.json").is_file():
+    if not path:
         return None
-    from lisa_plugin.history import read_history
-
-    history_file = Path(path) / "lisa_history.json"
     try:
-        return read_history(history_file).activation_counts
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        problems.append(f"{history_file}: {exc}; expected a lisa_history/1 file; no activation histogram")
+        history = read_lisa_history(Path(path))
+    except ValueError as exc:
+        problems.append(f"{exc}; no activation histogram")
         return None
+    return history.activation_counts if history is not None else None
 
 
 def _norm_profiles(paths: list[Path], problems: list[str]) -> dict[str, list[dict[str, Any]]]:
