@@ -94,7 +94,7 @@ def make_probe(cuda: bool):
     import torch
     from transformers import TrainerCallback
 
-    from lisa_plugin.optimizer_state import state_bytes, tensor_bytes
+    from lisa_plugin.core.optimizer_state import state_bytes, tensor_bytes
 
     class Probe(TrainerCallback):
         """Step-start times and, after each optimizer step (gradients still held), tensor bytes."""
@@ -157,7 +157,7 @@ def timed(callback, event: str, sink: list[float], cuda: bool) -> None:
 
 def run_method(method: str, spec: dict) -> dict:
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     cuda = torch.cuda.is_available()
     if spec.get("threads"):
@@ -172,7 +172,35 @@ def run_method(method: str, spec: dict) -> dict:
         )
     if method == "ours-frozen-eh-inputgrads":
         model.enable_input_require_grads()
-    args = TrainingArguments(
+    args = training_args(spec, cuda)
+    data = RandomTokens(spec["steps"] * spec["batch"], spec["seq"], spec["vocab"], spec["seed"])
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    probe = make_probe(cuda)
+    trainer.add_callback(probe)
+    switch_seconds: list[float] = []
+    callback = attach_lisa(method, spec, trainer, probe, switch_seconds, cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    result = measured(method, spec, model, trainer, probe, cuda)
+    if method.startswith("ours"):
+        result.update(lisa_bounds(callback.switcher, model, probe, spec, len(result["step_seconds"])))
+    if method in ("axolotl-lisa",) or method.startswith("ours"):
+        switches = result.get("switches", -(-spec["steps"] // spec["interval"]))
+        # on_step_begin of Axolotl's callback runs every step; only the switching calls cost.
+        result["switch_seconds_total"] = sum(sorted(switch_seconds)[-switches:]) if switch_seconds else 0.0
+        result["switch_share_of_period"] = result["switch_seconds_total"] / (
+            switches * spec["interval"] * result["median_step_seconds"]
+        )
+        if method == "axolotl-lisa":
+            result["switches"] = switches
+    return result
+
+
+def training_args(spec: dict, cuda: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=spec["out"],
         per_device_train_batch_size=spec["batch"],
         max_steps=spec["steps"],
@@ -190,47 +218,50 @@ def run_method(method: str, spec: dict) -> dict:
         bf16=spec["dtype"] == "bfloat16" and cuda,
         use_cpu=not cuda,
     )
-    data = RandomTokens(spec["steps"] * spec["batch"], spec["seq"], spec["vocab"], spec["seed"])
-    trainer = Trainer(model=model, args=args, train_dataset=data)
-    probe = make_probe(cuda)
-    trainer.add_callback(probe)
-    switch_seconds: list[float] = []
+
+
+def attach_lisa(method: str, spec: dict, trainer, probe, switch_seconds: list[float], cuda: bool):
+    """The LISA callback of ``method`` (Axolotl's built-in or ours) on ``trainer``, its switches timed."""
     lisa = {"n_layers": spec["gamma"], "interval_steps": spec["interval"], "seed": spec["seed"]}
     if method == "axolotl-lisa":
         from axolotl.utils.callbacks.lisa import lisa_callback_factory
 
+        args = trainer.args
         args.lisa_n_layers, args.lisa_step_interval = spec["gamma"], spec["interval"]
         args.lisa_layers_attribute = "model.layers"
         callback = lisa_callback_factory(trainer)
         timed(callback, "on_step_begin", switch_seconds, cuda)
         trainer.add_callback(callback)
-    elif method.startswith("ours"):
-        from lisa_plugin import LISACallback
+        return callback
+    if not method.startswith("ours"):
+        return None
+    from lisa_plugin import LISACallback
 
-        if method == "ours-keep":
-            lisa["optimizer_state"] = "keep"
-        if method.startswith("ours-frozen-eh"):
-            lisa.update(train_embeddings=False, train_head=False)
-        callback = LISACallback(**lisa).attach(trainer)
-        timed(callback, "on_train_begin", switch_seconds, cuda)
-        timed(callback, "on_step_end", switch_seconds, cuda)
-        begin = callback.on_train_begin
+    if method == "ours-keep":
+        lisa["optimizer_state"] = "keep"
+    if method.startswith("ours-frozen-eh"):
+        lisa.update(train_embeddings=False, train_head=False)
+    callback = LISACallback(**lisa).attach(trainer)
+    timed(callback, "on_train_begin", switch_seconds, cuda)
+    timed(callback, "on_step_end", switch_seconds, cuda)
+    begin = callback.on_train_begin
 
-        def remember_switcher(*a, **k):
-            out = begin(*a, **k)
-            probe.switcher = callback.switcher
-            return out
+    def remember_switcher(*a, **k):
+        out = begin(*a, **k)
+        probe.switcher = callback.switcher
+        return out
 
-        callback.on_train_begin = remember_switcher
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    callback.on_train_begin = remember_switcher
+    return callback
+
+
+def measured(method: str, spec: dict, model, trainer, probe, cuda: bool) -> dict:
+    import torch
 
     steps = probe.step_seconds()
     timed_steps = steps[WARMUP_STEPS:] or steps
     peak = max(probe.records, key=lambda r: r["params"] + r["grads"] + r["optimizer"])
-    median = statistics.median(timed_steps)
-    result = {
+    return {
         "method": method,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "param_bytes": peak["params"],
@@ -244,33 +275,29 @@ def run_method(method: str, spec: dict) -> dict:
         ),
         "total_params": sum(p.numel() for p in model.parameters()),
         "step_seconds": steps,
-        "median_step_seconds": median,
+        "median_step_seconds": statistics.median(timed_steps),
         "cuda_max_memory_allocated": torch.cuda.max_memory_allocated() if cuda else None,
         "timer": "cuda-events" if cuda else "perf_counter",
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch_threads": torch.get_num_threads(),
         "spec": {k: v for k, v in spec.items() if k != "out"},
     }
-    if method.startswith("ours"):
-        # Trainable parameters of a LISA interval: E/H plus gamma layers (the requires_grad set now).
-        result["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        switcher = callback.switcher
-        result["switches"] = len(switcher.history.switches)
-        result["lowest_active_per_step"] = probe.lowest_active[: len(steps)]
-        eh = switcher.partition.always_trainable(True, True)
-        layer = max(switcher.partition.layers, key=lambda g: sum(p.numel() for p in g))
-        from lisa_plugin.optimizer_state import adamw_state_bound
 
-        result["adamw_bound_eh_gamma_bytes"] = adamw_state_bound(eh + layer * spec["gamma"])
-        result["adamw_bound_gamma_bytes"] = adamw_state_bound(layer * spec["gamma"])
-    if method in ("axolotl-lisa",) or method.startswith("ours"):
-        switches = result.get("switches", -(-spec["steps"] // spec["interval"]))
-        # on_step_begin of Axolotl's callback runs every step; only the switching calls cost.
-        result["switch_seconds_total"] = sum(sorted(switch_seconds)[-switches:]) if switch_seconds else 0.0
-        result["switch_share_of_period"] = result["switch_seconds_total"] / (switches * spec["interval"] * median)
-        if method == "axolotl-lisa":
-            result["switches"] = switches
-    return result
+
+def lisa_bounds(switcher, model, probe, spec: dict, num_steps: int) -> dict:
+    """Our runs: the trainable set of an interval, the switches, and AdamW's E+H+gamma bound."""
+    from lisa_plugin.core.optimizer_state import adamw_state_bound
+
+    eh = switcher.partition.always_trainable(True, True)
+    layer = max(switcher.partition.layers, key=lambda g: sum(p.numel() for p in g))
+    return {
+        # Trainable parameters of a LISA interval: E/H plus gamma layers (the requires_grad set now).
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "switches": len(switcher.history.switches),
+        "lowest_active_per_step": probe.lowest_active[:num_steps],
+        "adamw_bound_eh_gamma_bytes": adamw_state_bound(eh + layer * spec["gamma"]),
+        "adamw_bound_gamma_bytes": adamw_state_bound(layer * spec["gamma"]),
+    }
 
 
 # -- the parent process: all methods, the report ---------------------------------------------

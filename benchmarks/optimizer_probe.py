@@ -13,7 +13,7 @@ from pathlib import Path
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
-from lisa_plugin.optimizer_state import state_bytes
+from lisa_plugin.core.optimizer_state import state_bytes
 
 
 class _Recorder(TrainerCallback):

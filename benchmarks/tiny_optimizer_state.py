@@ -22,7 +22,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from lisa_plugin.__main__ import EXAMPLE_CONFIGS, axolotl_env, build_tiny  # noqa: E402
+from lisa_plugin.tools.axolotl_runner import axolotl_env, build_tiny, example_config  # noqa: E402
 
 
 def run(name: str, cfg: dict, out: Path) -> dict:
@@ -47,7 +47,7 @@ def main() -> None:
     tiny = out / "tiny"
     if not (tiny / "model" / "config.json").exists():
         build_tiny(tiny)
-    base = yaml.safe_load((EXAMPLE_CONFIGS / "tiny-full.yml").read_text())
+    base = yaml.safe_load(example_config("tiny-full.yml").read_text())
     base.update(base_model=str(tiny / "model"), dataset_prepared_path=str(tiny / "prepared"), max_steps=args.steps, seed=7)
     base["datasets"][0]["path"] = str(tiny / "train.jsonl")
     lisa = {"n_layers": args.gamma, "interval_steps": args.interval}
@@ -61,7 +61,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from lisa_plugin.optimizer_state import adamw_state_bound
+    from lisa_plugin.core.optimizer_state import adamw_state_bound
 
     model = AutoModelForCausalLM.from_pretrained(tiny / "model")
     eh = [p for n, p in model.named_parameters() if not n.startswith("model.layers.")]

@@ -1,8 +1,8 @@
 """``compare``: evaluate every run (and the base model as "Vanilla") on every task.
 
-Each (run, task) result is written the moment it exists and reused by the next
-invocation when it was computed with the same settings; ``results.json`` is rewritten
-after each one, so a Ctrl-C loses at most the task in progress.
+Each (run, task) result is written the moment it exists and reused by the next invocation
+when it was computed with the same settings; ``results.json`` is rewritten (by
+:mod:`eval_harness.report`) after each one, so a Ctrl-C loses at most the task in progress.
 """
 
 from __future__ import annotations
@@ -11,25 +11,18 @@ import gc
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from eval_harness.discovery import Discovery, Run, discover_runs
-from eval_harness.lm_eval_runner import (
-    HEADLINE_METRICS,
-    DataError,
-    LmEvalTask,
-    check_task_names,
-    evaluate_task,
-    load_lm,
-    prepare_tasks,
-    task_manager,
-)
-from eval_harness.results import SCHEMA_VERSION, Metric, ResultStore, TaskResult, atomic_write_json, atomic_write_text
+from eval_harness import report
+from eval_harness.benchmarks import DEFAULT_TASKS, MT_BENCH, DataError, benchmark_for
+from eval_harness.benchmarks.mt_bench import resolve_dir as resolve_mt_bench_dir
+from eval_harness.discovery import Discovery, discover_runs, weights_fingerprint
+from eval_harness.lm_eval_runner import LmEvalTask, check_task_names, evaluate_task, load_lm, prepare_tasks, task_manager
+from eval_harness.report.summary import format_metrics
+from eval_harness.results import Metric, ResultStore, RunOutcome, TaskResult
 
-MT_BENCH = "mt_bench"
-DEFAULT_TASKS = (MT_BENCH, "gsm8k", "pubmedqa")
+__all__ = ["DEFAULT_TASKS", "MT_BENCH", "CompareSettings", "Comparison", "RunOutcome", "compare"]
 
 
 @dataclass
@@ -47,8 +40,7 @@ class CompareSettings:
     pairwise_baseline: str | None = None  # run name: also judge every other run against it (pair-v2)
     data_dir: Path | None = None
     mt_bench_dir: Path | None = None
-    gsm8k_fewshot: int = 5
-    pubmedqa_fewshot: int = 5
+    fewshot: dict[str, int] = field(default_factory=dict)  # task -> shots; unset: the benchmark's default
     batch_size: str = "1"
     dtype: str = "auto"
     device: str = "cpu"
@@ -61,32 +53,13 @@ class CompareSettings:
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
-
-@dataclass
-class RunOutcome:
-    run: Run
-    results: dict[str, TaskResult] = field(default_factory=dict)
-    task_errors: dict[str, str] = field(default_factory=dict)
-    cached: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.run.to_json(),
-            "results": {task: result.to_json() for task, result in self.results.items()},
-            "task_errors": self.task_errors,
-            "cached": self.cached,
-        }
+    @property
+    def resolved_mt_bench_dir(self) -> Path | None:
+        return resolve_mt_bench_dir(self.mt_bench_dir, self.data_dir)
 
 
-def _weights_fingerprint(path: str | None) -> list[list[Any]]:
-    """Size and mtime of the weight files: a retrained run in the same dir invalidates the cache."""
-    if not path or not Path(path).is_dir():
-        return []
-    return [
-        [p.name, p.stat().st_size, int(p.stat().st_mtime)]
-        for p in sorted(Path(path).iterdir())
-        if p.suffix in (".safetensors", ".bin")
-    ]
+class _ModelLoadError(RuntimeError):
+    """The run's model could not be loaded: skip its remaining tasks."""
 
 
 class Comparison:
@@ -104,43 +77,74 @@ class Comparison:
     def say(self, message: str) -> None:
         print(f"[compare {time.time() - self.started:7.1f}s] {message}", file=self.log, flush=True)
 
+    def problem(self, message: str, shown: str | None = None) -> None:
+        self.problems.append(message)
+        self.say(f"PROBLEM {shown or message}")
+
     def write_report(self, complete: bool = False) -> Path:
-        path = self.settings.output / "results.json"
-        atomic_write_json(
-            path,
-            {
-                "schema_version": SCHEMA_VERSION,
-                "generated_by": "python -m eval_harness compare",
-                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "complete": complete,
-                "settings": self.settings.to_json(),
-                "base_model": self.discovery.base_model if self.discovery else None,
-                "tasks": list(self.settings.tasks),
-                "problems": self.problems,
-                "runs": [outcome.to_json() for outcome in self.outcomes],
-            },
-        )
-        return path
+        """``results.json`` as it stands (written by the report package, its one writer)."""
+        return report.write_progress(self.settings.output, {
+            "settings": self.settings.to_json(),
+            "base_model": self.discovery.base_model if self.discovery else None,
+            "tasks": list(self.settings.tasks),
+            "problems": self.problems,
+            "runs": [outcome.to_json() for outcome in self.outcomes],
+        }, complete)
 
     # ----------------------------------------------------------------- the run
 
     def run(self) -> int:
         s = self.settings
         s.output.mkdir(parents=True, exist_ok=True)
+        self._discover()
+        lm_tasks, manager = self._prepare_lm_eval_tasks()
+        self.write_report()
+        todo = [(o, t) for o in self.outcomes if o.run.ok for t in s.tasks]
+        done = 0
+        for outcome in (o for o in self.outcomes if o.run.ok):
+            lm = None
+            for task in s.tasks:
+                done += 1
+                prefix = f"[{done}/{len(todo)}] {outcome.run.name} / {task}"
+                lm, stop = self._evaluate(outcome, task, lm_tasks, manager, lm, prefix)
+                self.write_report()
+                if stop:
+                    break
+            lm = _release(lm)
+        self.write_report(complete=True)
+        return 0 if not self.problems else 1
+
+    def _evaluate(self, outcome: RunOutcome, task: str, lm_tasks: dict[str, LmEvalTask], manager, lm, prefix: str):
+        """One (run, task); returns the model to reuse, and whether the run's other tasks must be skipped."""
+        try:
+            if not benchmark_for(task).uses_lm_eval:
+                lm = _release(lm)  # MT-Bench loads its own copy of the model
+                self._mt_bench(outcome, prefix)
+            elif task in lm_tasks:
+                lm = self._lm_eval(outcome, lm_tasks[task], manager, lm, prefix)
+            # else: the task could not be prepared; said so once already
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failing model or task must not stop the others
+            message = f"{type(exc).__name__}: {exc}"
+            outcome.task_errors[task] = message
+            self.problems.append(f"run {outcome.run.name} / {task}: {message}")
+            self.say(f"{prefix}: FAILED {message}")
+            return lm, isinstance(exc, _ModelLoadError)
+        return lm, False
+
+    def _discover(self) -> None:
+        s = self.settings
         self.discovery = discover_runs(
             s.runs_dir, exclude=[s.output], base_model=s.base_model,
             method_overrides=s.methods, setting_overrides=s.run_settings,
         )
-        self.problems.extend(self.discovery.problems)
         for problem in self.discovery.problems:
-            self.say(f"PROBLEM {problem}")
+            self.problem(problem)
         if s.pairwise_baseline:
             names = [run.name for run in self.discovery.runs]
             if s.pairwise_baseline not in names:
-                self.problems.append(
-                    f"--pairwise-baseline: no run named {s.pairwise_baseline!r}; runs: {', '.join(names)}"
-                )
-                self.say(f"PROBLEM {self.problems[-1]}")
+                self.problem(f"--pairwise-baseline: no run named {s.pairwise_baseline!r}; runs: {', '.join(names)}")
             # The baseline's answers must exist before the others are judged against them.
             self.discovery.runs.sort(key=lambda run: run.name != s.pairwise_baseline)
         self.outcomes = [RunOutcome(run) for run in self.discovery.runs]
@@ -154,77 +158,46 @@ class Comparison:
                 self.say(f"  ERROR {error}; not evaluated")
                 self.problems.append(f"run {run.name}: {error}")
         if not any(run.ok for run in self.discovery.runs):
-            self.problems.append(f"{s.runs_dir}: no run to evaluate")
-            self.say(f"PROBLEM {s.runs_dir}: no run to evaluate")
-        lm_tasks, manager = self._prepare_lm_eval_tasks()
-        self.write_report()
-        todo = [(o, t) for o in self.outcomes if o.run.ok for t in s.tasks]
-        done = 0
-        for outcome in self.outcomes:
-            if not outcome.run.ok:
-                continue
-            lm = None
-            for task in s.tasks:
-                done += 1
-                prefix = f"[{done}/{len(todo)}] {outcome.run.name} / {task}"
-                try:
-                    if task == MT_BENCH:
-                        lm = _release(lm)  # MT-Bench loads its own copy of the model
-                        self._mt_bench(outcome, prefix)
-                    elif task in lm_tasks:
-                        lm = self._lm_eval(outcome, lm_tasks[task], manager, lm, prefix)
-                    else:
-                        continue  # the task could not be prepared; said so once already
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # one failing model or task must not stop the others
-                    message = f"{type(exc).__name__}: {exc}"
-                    outcome.task_errors[task] = message
-                    self.problems.append(f"run {outcome.run.name} / {task}: {message}")
-                    self.say(f"{prefix}: FAILED {message}")
-                    if isinstance(exc, _ModelLoadError):
-                        break
-                self.write_report()
-            lm = _release(lm)
-        self.write_report(complete=True)
-        return 0 if not self.problems else 1
+            self.problem(f"{s.runs_dir}: no run to evaluate")
 
     def _prepare_lm_eval_tasks(self) -> tuple[dict[str, LmEvalTask], Any]:
         s = self.settings
-        names = [t for t in s.tasks if t != MT_BENCH]
+        names = [t for t in s.tasks if benchmark_for(t).uses_lm_eval]
         if not names:
             return {}, None
-        fewshot = {"gsm8k": s.gsm8k_fewshot, "pubmedqa": s.pubmedqa_fewshot}
         tasks: list[LmEvalTask] = []
         for name in names:
             try:
-                tasks += prepare_tasks([name], s.output, s.data_dir, fewshot)[0]
+                tasks += prepare_tasks([name], s.output, s.data_dir, s.fewshot)[0]
             except (DataError, OSError) as exc:
-                self.problems.append(f"task {name}: {exc}")
-                self.say(f"PROBLEM task {name}: {exc}; not evaluated")
+                self.problem(f"task {name}: {exc}", f"task {name}: {exc}; not evaluated")
         manager = task_manager(s.output / "tasks")
         for error in check_task_names(tasks, manager):
-            self.problems.append(error)
-            self.say(f"PROBLEM {error}")
+            self.problem(error)
         known = set(manager.all_tasks)
         return {t.name: t for t in tasks if t.lm_eval_name in known}, manager
 
+    def _cache_key(self, outcome: RunOutcome) -> dict[str, Any]:
+        """What a stored result of this run must have been computed with to be reused (any task)."""
+        s, run = self.settings, outcome.run
+        return {
+            "model": run.model_path, "adapter": run.adapter_path,
+            "weights": weights_fingerprint(run.adapter_path or run.path or run.model_path),
+            "limit": s.limit, "max_new_tokens": s.max_new_tokens, "dtype": s.dtype,
+        }
+
+    def _reuse(self, outcome: RunOutcome, task: str, key: dict[str, Any]) -> bool:
+        cached = self.store.cached(outcome.run.name, task, key)
+        if cached is None:
+            return False
+        outcome.results[task] = cached
+        outcome.cached.append(task)
+        return True
+
     def _lm_eval(self, outcome: RunOutcome, task: LmEvalTask, manager, lm, prefix: str):
         s, run = self.settings, outcome.run
-        key = {
-            "model": run.model_path,
-            "adapter": run.adapter_path,
-            "weights": _weights_fingerprint(run.adapter_path or run.path or run.model_path),
-            "data": task.data,
-            "limit": s.limit,
-            "num_fewshot": task.num_fewshot,
-            "max_new_tokens": s.max_new_tokens,
-            "dtype": s.dtype,
-        }
-        cached = self.store.cached(run.name, task.name, key)
-        if cached is not None:
-            outcome.results[task.name] = cached
-            outcome.cached.append(task.name)
+        key = {**self._cache_key(outcome), "data": task.data, "num_fewshot": task.num_fewshot}
+        if self._reuse(outcome, task.name, key):
             self.say(f"{prefix}: done before ({self.store.result_path(run.name, task.name)}), skipped")
             return lm
         if lm is None:
@@ -248,34 +221,19 @@ class Comparison:
         s, run = self.settings, outcome.run
         from eval_harness.mt_bench import JudgeSettings, run_mt_bench
 
-        mt_bench_dir = s.mt_bench_dir
-        if mt_bench_dir is None and s.data_dir is not None and (Path(s.data_dir) / MT_BENCH).is_dir():
-            mt_bench_dir = Path(s.data_dir) / MT_BENCH
+        mt_bench_dir = s.resolved_mt_bench_dir
         judge = (
             JudgeSettings(model=s.judge_model, base_url=s.judge_base_url, repeats=s.judge_repeats,
                           concurrency=s.judge_concurrency)
             if s.judge_model else None
         )
         key = {
-            "model": run.model_path, "adapter": run.adapter_path,
-            "weights": _weights_fingerprint(run.adapter_path or run.path or run.model_path),
-            "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None, "limit": s.limit,
+            **self._cache_key(outcome), "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
             "judge": {"model": s.judge_model, "base_url": s.judge_base_url, "repeats": s.judge_repeats},
-            "template": s.template, "max_new_tokens": s.max_new_tokens, "dtype": s.dtype,
-            "pairwise_baseline": s.pairwise_baseline,
+            "template": s.template, "pairwise_baseline": s.pairwise_baseline,
         }
-        baseline_answers = None
-        if judge and s.pairwise_baseline and run.name != s.pairwise_baseline:
-            baseline_answers = s.output / MT_BENCH / "model_answer" / f"{s.pairwise_baseline}.jsonl"
-            if not baseline_answers.exists():
-                raise RuntimeError(
-                    f"--pairwise-baseline {s.pairwise_baseline}: its answers {baseline_answers} do not exist "
-                    "(did its MT-Bench answering fail?)"
-                )
-        cached = self.store.cached(run.name, MT_BENCH, key)
-        if cached is not None:
-            outcome.results[MT_BENCH] = cached
-            outcome.cached.append(MT_BENCH)
+        baseline_answers = self._baseline_answers(run.name) if judge else None
+        if self._reuse(outcome, MT_BENCH, key):
             self.say(f"{prefix}: done before, skipped")
             return
         self.say(f"{prefix}: answering{' and judging with ' + s.judge_model if judge else ' (no --judge-model: not judged)'}")
@@ -286,20 +244,36 @@ class Comparison:
             template=s.template, max_new_tokens=s.max_new_tokens, device=s.device, dtype=s.dtype,
             batch_size=s.batch_size, pairwise_baseline=baseline_answers,
         )
-        metrics = {
-            name: Metric(value=float(summary[name]) if summary.get(name) is not None else None)
-            for name in ("overall", "turn1", "turn2") if summary.get("judged")
-        }
-        result = TaskResult(
-            run=run.name, task=MT_BENCH, metrics=metrics,
-            n_samples={"original": None, "effective": summary.get("n_questions")},
-            settings=key, seconds=round(time.time() - start, 2),
-            files={k: str(summary[k]) for k in ("answers_file", "judgment_file") if summary.get(k)},
-            details=summary,
-        )
+        result = _mt_bench_result(run.name, summary, key, time.time() - start)
         self.store.save(result)
         outcome.results[MT_BENCH] = result
         self.say(f"{prefix}: {format_metrics(MT_BENCH, result) or 'answers written (not judged)'}")
+
+    def _baseline_answers(self, run_name: str) -> Path | None:
+        s = self.settings
+        if not s.pairwise_baseline or run_name == s.pairwise_baseline:
+            return None
+        answers = s.output / MT_BENCH / "model_answer" / f"{s.pairwise_baseline}.jsonl"
+        if not answers.exists():
+            raise RuntimeError(
+                f"--pairwise-baseline {s.pairwise_baseline}: its answers {answers} do not exist "
+                "(did its MT-Bench answering fail?)"
+            )
+        return answers
+
+
+def _mt_bench_result(run_name: str, summary: dict[str, Any], key: dict[str, Any], seconds: float) -> TaskResult:
+    metrics = {
+        name: Metric(value=float(summary[name]) if summary.get(name) is not None else None)
+        for name in ("overall", "turn1", "turn2") if summary.get("judged")
+    }
+    return TaskResult(
+        run=run_name, task=MT_BENCH, metrics=metrics,
+        n_samples={"original": None, "effective": summary.get("n_questions")},
+        settings=key, seconds=round(seconds, 2),
+        files={k: str(summary[k]) for k in ("answers_file", "judgment_file") if summary.get(k)},
+        details=summary,
+    )
 
 
 def _release(lm) -> None:
@@ -317,96 +291,14 @@ def _release(lm) -> None:
     return None
 
 
-class _ModelLoadError(RuntimeError):
-    """The run's model could not be loaded: skip its remaining tasks."""
-
-
-# --------------------------------------------------------------------------- the summary table
-
-
-def _pct(metric: Metric | None) -> str:
-    if metric is None or metric.value is None:
-        return "-"
-    text = f"{100 * metric.value:.1f}"
-    return text + (f" ±{100 * metric.stderr:.1f}" if metric.stderr else "")
-
-
-def headline_columns(tasks: list[str]) -> list[tuple[str, str, str]]:
-    """(column title, task, metric key) for each headline number."""
-    cols = []
-    for task in tasks:
-        if task == MT_BENCH:
-            cols.append(("MT-Bench", task, "overall"))
-        elif task == "gsm8k":
-            cols += [("GSM8K strict %", task, HEADLINE_METRICS[task][0]), ("GSM8K flex %", task, HEADLINE_METRICS[task][1])]
-        elif task == "pubmedqa":
-            cols.append(("PubMedQA acc %", task, HEADLINE_METRICS[task][0]))
-        else:
-            cols.append((f"{task} %", task, ""))  # first metric lm-eval reports
-    return cols
-
-
-def format_metrics(task: str, result: TaskResult) -> str:
-    parts = []
-    for title, _, key in headline_columns([task]):
-        metric = result.metrics.get(key) if key else next(iter(result.metrics.values()), None)
-        if task == MT_BENCH:
-            parts.append(f"{title} {metric.value:.2f}" if metric and metric.value is not None else "")
-        else:
-            parts.append(f"{title} {_pct(metric)}")
-    return ", ".join(p for p in parts if p)
-
-
-def _short_settings(run: Run) -> str:
-    keys = {"LISA": ("gamma", "K"), "LoRA": ("r", "alpha"), "QLoRA": ("r", "alpha")}.get(run.method, ())
-    return " ".join(f"{k}={run.settings[k]}" for k in keys if run.settings.get(k) is not None)
-
-
-def summary_rows(outcomes: list[RunOutcome], tasks: list[str]) -> tuple[list[str], list[list[str]]]:
-    cols = headline_columns(tasks)
-    header = ["Run", "Method", "Settings"] + [c[0] for c in cols] + ["Trainable", "Train s", "Peak GiB", "Status"]
-    rows = []
-    for o in outcomes:
-        cells = [o.run.name, o.run.method, _short_settings(o.run)]
-        for _, task, key in cols:
-            result = o.results.get(task)
-            metric = None
-            if result is not None:
-                metric = result.metrics.get(key) if key else next(iter(result.metrics.values()), None)
-            if task == MT_BENCH:
-                cells.append(f"{metric.value:.2f}" if metric and metric.value is not None else "-")
-            else:
-                cells.append(_pct(metric))
-        t = o.run.training
-        cells += [
-            f"{t.trainable_params:,}" if t.trainable_params else "-",
-            f"{t.runtime_s:.0f}" if t.runtime_s is not None else "-",
-            f"{t.peak_memory_gib:.1f}" if t.peak_memory_gib else "-",
-            "not evaluated" if not o.run.ok else ("ok" if not o.task_errors else "failed: " + ", ".join(o.task_errors)),
-        ]
-        rows.append(cells)
-    return header, rows
-
-
-def render_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    if markdown:
-        line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-        return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _publish_report(comparison: Comparison) -> None:
     """The leaderboard (index.html, leaderboard.md/csv, results.json), from what was just stored.
 
     A report that cannot be built is a problem to mention, never a reason to lose the results."""
-    from eval_harness.report import publish
-
     s = comparison.settings
-    mt_bench_dir = s.mt_bench_dir or (Path(s.data_dir) / MT_BENCH if s.data_dir and (Path(s.data_dir) / MT_BENCH).is_dir() else None)
     try:
-        written = publish(s.output, runs_dir=s.runs_dir, mt_bench_dir=mt_bench_dir, baseline=s.pairwise_baseline)
+        written = report.publish(s.output, runs_dir=s.runs_dir, mt_bench_dir=s.resolved_mt_bench_dir,
+                                 baseline=s.pairwise_baseline)
         comparison.say(f"report: {written['html']}")
     except Exception as exc:  # noqa: BLE001 - the evaluation results are already safe on disk
         comparison.problems.append(f"report: {type(exc).__name__}: {exc}")
@@ -426,13 +318,12 @@ def compare(settings: CompareSettings, out: TextIO | None = None, log: TextIO | 
         comparison.write_report(complete=False)
         comparison.say(f"interrupted; finished results are in {settings.output} and a re-run resumes from them")
         status = 130
-    header, rows = summary_rows(comparison.outcomes, settings.tasks)
-    atomic_write_text(settings.output / "summary.md", render_table(header, rows, markdown=True) + "\n")
+    table = report.write_summary(settings.output, comparison.outcomes, settings.tasks)
     _publish_report(comparison)
-    print(render_table(header, rows), file=out)
+    print(table, file=out)
     if comparison.problems:
         print(f"\n{len(comparison.problems)} problem(s):", file=out)
         for problem in comparison.problems:
             print(f"  - {problem}", file=out)
-    print(f"\nresults: {settings.output / 'results.json'}", file=out, flush=True)
+    print(f"\nresults: {settings.output / report.RESULTS_FILE}", file=out, flush=True)
     return status

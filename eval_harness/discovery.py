@@ -21,15 +21,17 @@ import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
-
-if TYPE_CHECKING:
-    from lisa_plugin.history import LisaHistory
+from lisa_formats.history import HISTORY_FILE, LisaHistory, read_history
 
 VANILLA = "Vanilla"
 METHODS = ("Vanilla", "LISA", "LoRA", "QLoRA", "Full")
+
+# The settings that tell two runs of one method apart, shown next to the method.
+KEY_SETTINGS = {"LISA": ("gamma", "K"), "LoRA": ("r", "alpha"), "QLoRA": ("r", "alpha")}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 # Settings worth a column in the report, in the order they are shown.
 COMMON_SETTINGS = (
@@ -92,6 +94,11 @@ class Discovery:
     @property
     def ok(self) -> bool:
         return not self.problems and all(run.ok for run in self.runs)
+
+
+def short_settings(method: str, settings: dict[str, Any]) -> str:
+    """``"gamma=2 K=5"`` for a LISA run, ``"r=8 alpha=16"`` for LoRA, "" otherwise."""
+    return " ".join(f"{k}={settings[k]}" for k in KEY_SETTINGS.get(method, ()) if settings.get(k) is not None)
 
 
 class RunError(Exception):
@@ -165,6 +172,20 @@ def check_weights(run_dir: Path, stem: str) -> int:
             raise RunError(f"{pickled[0]}: empty file")
         return 0
     raise RunError(f"{run_dir}: no weights found (expected {single.name}, {index.name} or a .bin file)")
+
+
+def weights_fingerprint(path: str | Path | None) -> str | None:
+    """A short hash of the weight files' names, sizes and mtimes (ns), or None for a hub id.
+
+    Part of every cache key: a run retrained in the same dir must not reuse old answers or scores.
+    """
+    import hashlib
+
+    folder = Path(path) if path else None
+    if folder is None or not folder.is_dir():
+        return None
+    stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- config
@@ -327,8 +348,6 @@ def read_lisa_history(run_dir: Path) -> LisaHistory | None:
 
     Raises ValueError naming the file when it is not a readable ``lisa_history/1`` record.
     """
-    from lisa_plugin.history import HISTORY_FILE, read_history  # here, not at start-up
-
     path = run_dir / HISTORY_FILE
     if not path.is_file():
         return None

@@ -1,45 +1,36 @@
-"""GSM8K, PubMedQA and any other lm-eval task, through ``lm_eval.simple_evaluate``.
+"""Any lm-eval task or group (GSM8K and PubMedQA among them), through ``lm_eval.simple_evaluate``.
 
-GSM8K and PubMedQA use our own task YAMLs (``eval_harness/tasks/``): lm-eval 0.4.11's
-stock ``pubmedqa`` needs a script-based dataset that datasets>=4 cannot load, and its
-``gsm8k`` reads the hub. For each report we write small YAMLs into ``<output>/tasks/``
-that ``include:`` ours and point them at the data actually used (local ``--data-dir``
-files, or prepared JSONL), and load only that folder through ``TaskManager(include_path=...)``.
+Each benchmark's record (:mod:`eval_harness.benchmarks`) says which lm-eval task scores it and
+how its data is prepared. For each report we write small YAMLs into ``<output>/tasks/`` that
+``include:`` ours and point them at the data actually used (local ``--data-dir`` files, or
+prepared JSONL), and load only that folder through ``TaskManager(include_path=...)``.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from lisa_formats.atomic import write_jsonl_atomic, write_text_atomic
+from lisa_formats.suggest import did_you_mean
 
-from eval_harness.results import Metric, TaskResult, atomic_write_jsonl
+from eval_harness.benchmarks import DataError, benchmark_for, registered
+from eval_harness.results import Metric, TaskResult
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
 
     from eval_harness.discovery import Run
 
-TASK_DIR = Path(__file__).resolve().parent / "tasks"
-PUBMEDQA_GROUND_TRUTH_URL = (
-    "https://raw.githubusercontent.com/pubmedqa/pubmedqa/master/data/test_ground_truth.json"
-)
-
-# The metrics the summary shows per task ("metric,filter" as lm-eval names them).
-HEADLINE_METRICS = {
-    "gsm8k": ("exact_match,strict-match", "exact_match,flexible-extract"),
-    "pubmedqa": ("acc,none",),
-}
+__all__ = ["DataError", "LmEvalTask", "check_task_names", "evaluate_task", "load_lm", "prepare_tasks", "task_manager"]
 
 
 @dataclass
 class LmEvalTask:
-    """A benchmark as the user names it, and the lm-eval task that computes it."""
+    """A benchmark as the user names it, and the lm-eval task (or group) that computes it."""
 
     name: str  # "gsm8k", "pubmedqa", or a stock lm-eval task name
     lm_eval_name: str
@@ -47,121 +38,28 @@ class LmEvalTask:
     data: str  # where the items come from, for the cache key and the report
 
 
-class DataError(Exception):
-    """A benchmark file is missing or not in the expected shape; the message names it."""
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _read_json(path: Path) -> Any:
-    if not path.exists():
-        raise DataError(f"{path}: missing (expected the layout of the upstream repo; see --data-dir)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _pubmedqa_record(pubid: str, item: dict[str, Any], source: Path | str) -> dict[str, Any]:
-    try:
-        return {
-            "pubid": str(pubid),
-            "question": item["QUESTION"],
-            "contexts": list(item["CONTEXTS"]),
-            "labels": list(item.get("LABELS") or []),
-            "long_answer": item.get("LONG_ANSWER", ""),
-            "final_decision": item["final_decision"],
-        }
-    except (KeyError, TypeError) as exc:
-        raise DataError(f"{source}: record {pubid} lacks {exc} (expected QUESTION, CONTEXTS, final_decision)") from None
-
-
-def prepare_pubmedqa(out_dir: Path, data_dir: Path | None) -> dict[str, str]:
-    """Write ``test.jsonl`` (the official 500) and ``fewshot.jsonl`` (the other 500) into
-    ``out_dir``; return lm-eval ``data_files``.
-
-    Local: ``data_dir/pubmedqa/{ori_pqal,test_ground_truth}.json`` (+ ``pqal_splits.json``
-    when present). Online: the hub's ``qiaojin/PubMedQA`` ``pqa_labeled`` and the official
-    ground truth from the PubMedQA GitHub repo.
-    """
-    if data_dir is not None:
-        src = Path(data_dir) / "pubmedqa"
-        pool = _read_json(src / "ori_pqal.json")
-        truth = _read_json(src / "test_ground_truth.json")
-        records = {pid: _pubmedqa_record(pid, item, src / "ori_pqal.json") for pid, item in pool.items()}
-        splits = src / "pqal_splits.json"
-        fewshot_ids = _read_json(splits)["cv"] if splits.exists() else [p for p in records if p not in truth]
-    else:
-        from datasets import load_dataset
-
-        hub = load_dataset("qiaojin/PubMedQA", "pqa_labeled", split="train")
-        with urllib.request.urlopen(PUBMEDQA_GROUND_TRUTH_URL, timeout=60) as resp:
-            truth = json.loads(resp.read())
-        records = {
-            str(row["pubid"]): {
-                "pubid": str(row["pubid"]),
-                "question": row["question"],
-                "contexts": list(row["context"]["contexts"]),
-                "labels": list(row["context"].get("labels") or []),
-                "long_answer": row["long_answer"],
-                "final_decision": row["final_decision"],
-            }
-            for row in hub
-        }
-        fewshot_ids = [p for p in records if p not in truth]
-    missing = [p for p in truth if p not in records]
-    if missing:
-        raise DataError(f"PubMedQA: {len(missing)} test PMIDs (e.g. {missing[0]}) are not in the labelled set")
-    for pid, label in truth.items():
-        if records[pid]["final_decision"] != label:
-            raise DataError(
-                f"PubMedQA: PMID {pid} is {records[pid]['final_decision']!r} in the data, {label!r} in the ground truth"
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_jsonl(out_dir / "test.jsonl", (records[p] for p in truth))
-    atomic_write_jsonl(out_dir / "fewshot.jsonl", (records[p] for p in fewshot_ids if p not in truth))
-    return {"test": str(out_dir / "test.jsonl"), "fewshot": str(out_dir / "fewshot.jsonl")}
-
-
-def gsm8k_data_files(data_dir: Path) -> dict[str, str]:
-    files = {split: Path(data_dir) / "gsm8k" / f"{split}.jsonl" for split in ("train", "test")}
-    for path in files.values():
-        if not path.exists():
-            raise DataError(f"{path}: missing (expected openai/grade-school-math's {path.name})")
-    return {split: str(path.resolve()) for split, path in files.items()}
-
-
 def prepare_tasks(
     names: list[str], out_dir: Path, data_dir: Path | None, fewshot: dict[str, int | None]
 ) -> tuple[list[LmEvalTask], Path]:
-    """Generate the task YAMLs of this report into ``out_dir/tasks``; return the tasks and that dir."""
+    """Generate the task YAMLs of this report into ``out_dir/tasks``; return the tasks and that dir.
+
+    ``fewshot`` overrides a benchmark's own default by name.
+    """
     task_dir = out_dir / "tasks"
     task_dir.mkdir(parents=True, exist_ok=True)
     tasks = []
     for name in names:
-        if name == "gsm8k":
-            override: dict[str, Any] = {"include": str(TASK_DIR / "gsm8k.yaml"), "task": "harness_gsm8k"}
-            if data_dir is not None:
-                files = gsm8k_data_files(data_dir)
-                override.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files})
-                data = f"local:{Path(data_dir).resolve() / 'gsm8k'}"
-            else:
-                data = "hub:openai/gsm8k/main"
-            tasks.append(LmEvalTask(name, "harness_gsm8k", fewshot.get(name), data))
-        elif name == "pubmedqa":
-            files = prepare_pubmedqa(out_dir / "data" / "pubmedqa", data_dir)
-            override = {"include": str(TASK_DIR / "pubmedqa.yaml"), "task": "harness_pubmedqa",
-                        "dataset_kwargs": {"data_files": files}}
-            data = f"local:{Path(data_dir).resolve() / 'pubmedqa'}" if data_dir else "hub:qiaojin/PubMedQA/pqa_labeled"
-            tasks.append(LmEvalTask(name, "harness_pubmedqa", fewshot.get(name), data))
-        else:
-            tasks.append(LmEvalTask(name, name, fewshot.get(name), "lm-eval default"))
+        benchmark = benchmark_for(name)
+        if not benchmark.uses_lm_eval:
             continue
-        (task_dir / f"{name}.yaml").write_text(
-            "# Generated by eval_harness for this report; edits are overwritten on the next run.\n"
-            + yaml.safe_dump(override, sort_keys=False)
-        )
+        prepared = benchmark.prepare_data(out_dir, data_dir)
+        tasks.append(LmEvalTask(name, benchmark.lm_eval_task, fewshot.get(name, benchmark.fewshot), prepared.data))
+        if prepared.overrides is not None:
+            write_text_atomic(
+                task_dir / f"{name}.yaml",
+                "# Generated by eval_harness for this report; edits are overwritten on the next run.\n"
+                + yaml.safe_dump(prepared.overrides, sort_keys=False),
+            )
     return tasks, task_dir
 
 
@@ -172,17 +70,14 @@ def task_manager(task_dir: Path):
 
 
 def check_task_names(tasks: list[LmEvalTask], manager) -> list[str]:
-    """Error messages for names lm-eval does not know, with close matches."""
-    import difflib
-
+    """Error messages for names lm-eval does not know, with the closest known name."""
     known = set(manager.all_tasks)
-    errors = []
-    for task in tasks:
-        if task.lm_eval_name not in known:
-            close = difflib.get_close_matches(task.lm_eval_name, sorted(known), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            errors.append(f"Unknown lm-eval task {task.name!r}.{hint} (see `lm-eval ls tasks`)")
-    return errors
+    return [
+        f"Unknown lm-eval task {task.name!r}.{did_you_mean(task.name, sorted(known | set(registered())))} "
+        "(see `lm-eval ls tasks`)"
+        for task in tasks
+        if task.lm_eval_name not in known
+    ]
 
 
 # --------------------------------------------------------------------------- models
@@ -230,7 +125,11 @@ def evaluate_task(
     samples_path: Path,
     settings: dict[str, Any],
 ) -> TaskResult:
-    """Score one run on one task; the per-sample log is written to ``samples_path``."""
+    """Score one run on one task; the per-sample log is written to ``samples_path``.
+
+    For an lm-eval group the log holds every subtask's samples, each tagged with its ``task``,
+    and ``n_samples`` counts them all, so the report keeps n and its paired tests for groups.
+    """
     from lm_eval import simple_evaluate
 
     start = time.time()
@@ -246,29 +145,54 @@ def evaluate_task(
     )
     if out is None:  # non-zero ranks under accelerate return None
         raise RuntimeError(f"lm-eval returned no results for {task.lm_eval_name}")
-    scores = out["results"][task.lm_eval_name]
+    leaves = leaf_tasks(out, task.lm_eval_name)
+    write_jsonl_atomic(samples_path, _samples(out, leaves, grouped=leaves != [task.lm_eval_name]))
+    counts = [out.get("n-samples", {}).get(leaf, {}) for leaf in leaves]
+    shots = out.get("n-shot", {})
+    return TaskResult(
+        run=run_name,
+        task=task.name,
+        metrics=_metrics(out["results"][task.lm_eval_name]),
+        n_samples={"original": _total(c.get("original") for c in counts),
+                   "effective": _total(c.get("effective") for c in counts)},
+        settings=settings,
+        seconds=round(time.time() - start, 2),
+        files={"samples": str(samples_path)},
+        details={
+            "lm_eval_task": task.lm_eval_name,
+            "num_fewshot": shots.get(task.lm_eval_name, shots.get(leaves[0], task.num_fewshot)),
+            "lm_eval_version": _lm_eval_version(),
+            **({"subtasks": leaves} if leaves != [task.lm_eval_name] else {}),
+        },
+    )
+
+
+def leaf_tasks(out: dict[str, Any], name: str) -> list[str]:
+    """The tasks that hold ``name``'s samples: itself, or every task under the group ``name``."""
+    children = out.get("group_subtasks", {}).get(name) or []
+    return [leaf for child in children for leaf in leaf_tasks(out, child)] if children else [name]
+
+
+def _samples(out: dict[str, Any], leaves: list[str], grouped: bool) -> list[dict[str, Any]]:
+    logged = out.get("samples", {})
+    if not grouped:
+        return list(logged.get(leaves[0], []))
+    return [{"task": leaf, **sample} for leaf in leaves for sample in logged.get(leaf, [])]
+
+
+def _metrics(scores: dict[str, Any]) -> dict[str, Metric]:
     metrics: dict[str, Metric] = {}
     for key, value in scores.items():
         if key == "alias" or "_stderr," in key or _number(value) is None:
             continue
         metric, _, flt = key.partition(",")
         metrics[key] = Metric(value=float(value), stderr=_number(scores.get(f"{metric}_stderr,{flt}")))
-    counts = out.get("n-samples", {}).get(task.lm_eval_name, {})
-    atomic_write_jsonl(samples_path, out.get("samples", {}).get(task.lm_eval_name, []))
-    return TaskResult(
-        run=run_name,
-        task=task.name,
-        metrics=metrics,
-        n_samples={"original": counts.get("original"), "effective": counts.get("effective")},
-        settings=settings,
-        seconds=round(time.time() - start, 2),
-        files={"samples": str(samples_path)},
-        details={
-            "lm_eval_task": task.lm_eval_name,
-            "num_fewshot": out.get("n-shot", {}).get(task.lm_eval_name, task.num_fewshot),
-            "lm_eval_version": _lm_eval_version(),
-        },
-    )
+    return metrics
+
+
+def _total(values) -> int | None:
+    values = list(values)
+    return None if not values or any(v is None for v in values) else sum(values)
 
 
 def _lm_eval_version() -> str:

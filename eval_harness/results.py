@@ -8,8 +8,8 @@ Layout under the report dir (``--output``)::
     tasks/                            # the task YAMLs generated for this report
     mt_bench/                         # answers and judgments (FastChat's JSONL formats)
 
-Writes go through a temporary file and ``os.replace``, so a Ctrl-C leaves either the old
-file or the new one, never half of one.
+Whole files are written with :mod:`lisa_formats.atomic` (a Ctrl-C leaves the old file or the
+new one, never half of one). ``results.json`` itself is written by :mod:`eval_harness.report` only.
 """
 
 from __future__ import annotations
@@ -17,24 +17,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from lisa_plugin.history import write_text_atomic
+from lisa_formats.atomic import write_json_atomic
+
+from eval_harness.discovery import Run
 
 # 2: results.json also holds the report's leaderboard, statistics and provenance (eval_harness.report)
 SCHEMA_VERSION = 2
-
-
-# One atomic writer for both packages (lisa_history.json is written with it too).
-atomic_write_text = write_text_atomic
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_write_jsonl(path: Path, records: Iterable[Any]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
 @dataclass
@@ -100,5 +90,23 @@ class ResultStore:
 
     def save(self, result: TaskResult) -> Path:
         path = self.result_path(result.run, result.task)
-        atomic_write_json(path, result.to_json())
+        write_json_atomic(path, result.to_json())
         return path
+
+
+@dataclass
+class RunOutcome:
+    """One run and what ``compare`` made of it so far: results by task, and the tasks that failed."""
+
+    run: Run
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    task_errors: dict[str, str] = field(default_factory=dict)
+    cached: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.run.to_json(),
+            "results": {task: result.to_json() for task, result in self.results.items()},
+            "task_errors": self.task_errors,
+            "cached": self.cached,
+        }

@@ -5,7 +5,7 @@ implementation receives and what it must return. Implementations are marked with
 ``lisa_plugin.hookimpl`` and may accept any subset of the arguments, so new
 arguments can be added here without breaking existing plugins.
 
-The project's own behaviour (the ``uniform`` strategy, the layer finder for the
+The project's own behaviour (every built-in strategy, the layer finder for the
 common architectures, the switch logger) is registered through these same hooks,
 exactly as a third-party package registered through the ``lisa_plugin`` entry
 point group would be.
@@ -20,8 +20,9 @@ import pluggy
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from pydantic import BaseModel
 
-    from lisa_plugin.history import SwitchEvent
+    from lisa_plugin.core.history import SwitchEvent
 
 hookspec = pluggy.HookspecMarker("lisa_plugin")
 
@@ -40,6 +41,39 @@ def lisa_strategy_names() -> list[str]:
 
 
 @hookspec(firstresult=True)
+def lisa_strategy_options(strategy: str) -> "type[BaseModel] | None":
+    """Declare the ``lisa:`` keys a strategy owns, as a pydantic model.
+
+    The user writes them flat beside the common keys (``lisa: {strategy: NAME, KEY: ...}``);
+    they are validated by this model when the config is (Axolotl's config validation, or
+    ``LisaConfig``), with errors naming the key. A key that belongs to no strategy, or to
+    another one than the selected strategy, is refused. Defaults of the model are filled in.
+
+    :param strategy: a strategy name; return ``None`` unless it is yours.
+    :return: a ``pydantic.BaseModel`` subclass whose fields are your keys (give each a
+        default, a ``Field(description=...)`` and constraints such as ``ge=``), or ``None``
+        when ``strategy`` is not yours or takes no options.
+    """
+
+
+@hookspec(firstresult=True)
+def lisa_strategy_resolve(strategy: str, options: dict[str, Any], num_layers: int) -> "dict[str, Any] | None":
+    """Resolve, once at start, what a strategy derives from its options and the model.
+
+    Called when the model is loaded (so a bad input fails before training) and when the
+    switcher is built. The result is recorded in ``lisa_history.json`` as
+    ``strategy_resolved``, restored on resume, and passed to every
+    :func:`lisa_select_layers` call as ``resolved``: e.g. ``weighted`` checks its weights
+    against the layer count and ``profile`` reads its profile file here, never per switch.
+
+    :param strategy: the configured strategy name; return ``None`` unless it is yours.
+    :param options: the whole ``lisa:`` block as a dict, your options validated.
+    :param num_layers: how many decoder layers the model has.
+    :return: a JSON-serialisable dict, or ``None`` if ``strategy`` is not yours or needs nothing.
+    """
+
+
+@hookspec(firstresult=True)
 def lisa_select_layers(
     strategy: str,
     num_layers: int,
@@ -49,6 +83,7 @@ def lisa_select_layers(
     rng: "np.random.Generator",
     options: dict[str, Any],
     state: dict[str, Any],
+    resolved: dict[str, Any],
 ) -> Sequence[int] | None:
     """Pick the decoder layers that are trainable during one interval.
 
@@ -64,12 +99,14 @@ def lisa_select_layers(
         switches (``cyclic`` seeds one permutation per block from ``(seed, block)``);
         derive generators only from it and ``switch_index``.
     :param rng: the generator to draw from; never use global random state.
-    :param options: the whole ``lisa:`` block as a dict, for strategy-specific keys.
+    :param options: the whole ``lisa:`` block as a dict; your keys (see
+        :func:`lisa_strategy_options`) validated, their defaults filled in.
     :param state: a JSON-serialisable dict this strategy may keep between switches;
         it is saved in checkpoints and restored on resume. A strategy that sets
         ``state["observe_gradients"] = True`` (and holds ``grad_norm_sum`` /
         ``grad_norm_count`` lists of length ``num_layers``) gets, before every optimizer
         step, each active layer's gradient norm added to them (see ``adaptive``).
+    :param resolved: what :func:`lisa_strategy_resolve` returned at start (``{}`` if nothing).
     :return: ``n_layers`` distinct layer indices, or ``None`` if ``strategy`` is not yours.
     """
 

@@ -27,10 +27,15 @@ PROJECT = "lisa_plugin"
 ENV_PLUGINS = "LISA_PLUGINS"
 ENV_DISABLE_AUTOLOAD = "LISA_PLUGIN_DISABLE_AUTOLOAD"
 
-# The modules holding the project's own hook implementations.
+# The modules holding the project's own hook implementations: one per built-in strategy,
+# the layer finder, the switch logger.
 BUILTIN_PLUGINS = (
-    "lisa_plugin.strategies",
-    "lisa_plugin.layers",
+    "lisa_plugin.strategies.uniform",
+    "lisa_plugin.strategies.weighted",
+    "lisa_plugin.strategies.profile",
+    "lisa_plugin.strategies.cyclic",
+    "lisa_plugin.strategies.adaptive",
+    "lisa_plugin.core.layers",
     "lisa_plugin.observers",
 )
 

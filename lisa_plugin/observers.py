@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from lisa_plugin import hookimpl
-from lisa_plugin.history import SwitchEvent
+from lisa_plugin.core.history import SwitchEvent
 
 LOG = logging.getLogger("lisa_plugin")
 

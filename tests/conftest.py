@@ -13,11 +13,40 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-EXAMPLE_CONFIGS = REPO / "example_configs"
+EXAMPLE_CONFIGS = REPO / "lisa_plugin" / "example_configs"
+
+# Kinds of slow test (pyproject.toml declares them). A test of any kind is also `slow`, so
+# `pytest -m "not slow"` is the fast lane; a test that uses a fixture running `axolotl train`
+# is of the `axolotl` kind without having to say so.
+SLOW_KINDS = ("axolotl", "ddp", "browser", "fastchat", "wheel")
+AXOLOTL_FIXTURES = {"axolotl_runs"}
+_current_item: pytest.Item | None = None
 
 os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if AXOLOTL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.axolotl)
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item) -> None:
+    global _current_item
+    _current_item = item
+
+
+def require_marker(kind: str) -> None:
+    """Fail a test that does slow work of ``kind`` without carrying its marker (keeps the fast lane fast)."""
+    if _current_item is not None and not _current_item.get_closest_marker(kind):
+        raise AssertionError(
+            f"{_current_item.nodeid} does `{kind}` work but is not marked: add @pytest.mark.{kind} "
+            f"(or list the fixture in tests/conftest.py)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +58,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """A tiny Llama-layout model (6 layers), its tokenizer and alpaca-format data."""
-    from lisa_plugin.__main__ import build_tiny
+    from lisa_plugin.tools.axolotl_runner import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny-llama"), "llama", 6)
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2_root(tmp_path_factory) -> Path:
-    from lisa_plugin.__main__ import build_tiny
+    from lisa_plugin.tools.axolotl_runner import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2", 4)
 
@@ -62,8 +91,9 @@ def axolotl_config(method: str, tiny: Path, output_dir: Path, **overrides) -> di
 
 def run_axolotl(cfg: dict, workdir: Path, *, env: dict | None = None, check: bool = True):
     """`axolotl train` in a subprocess, as a user runs it; returns the CompletedProcess."""
-    from lisa_plugin.__main__ import axolotl_env
+    from lisa_plugin.tools.axolotl_runner import axolotl_env
 
+    require_marker("axolotl")
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,4 +1,4 @@
-"""`python -m eval_harness demo` end to end at reduced size: real `axolotl train` x3, real lm-eval,
+"""`lisa-demo-compare` (run as its alias `python -m eval_harness demo`) end to end at reduced size: real `axolotl train` x3, real lm-eval,
 real MT-Bench answering, and the report; then a re-run that reuses every finished stage."""
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from eval_harness.demo.data import MAX_TRAIN_EXAMPLES, TRAIN_SEED, judge_prompts, word_problems, write_benchmarks
-from eval_harness.demo.pipeline import DemoSettings, run_demo
+from eval_harness.benchmarks import write_demo_data
+from eval_harness.benchmarks.gsm8k import TRAIN_SEED, word_problems
+from eval_harness.benchmarks.mt_bench import judge_prompts
 from eval_harness.mt_bench.data import load as load_mt_bench
+from lisa_demo.data import MAX_TRAIN_EXAMPLES
+from lisa_demo.end_to_end import DemoSettings, run_demo
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--pretrain-steps", "5", "--train-steps", "3", "--train-examples", "64", "--limit", "2",
@@ -85,7 +88,7 @@ def test_bad_outdir_is_refused_by_name(tmp_path, capsys):
 
 
 def test_generated_benchmarks_have_the_real_formats(tmp_path):
-    data = write_benchmarks(tmp_path, gsm8k_test=30, pubmedqa_test=30)
+    data = write_demo_data(tmp_path, {"gsm8k": 30, "pubmedqa": 30})
     for split in ("train", "test"):
         for line in (data / "gsm8k" / f"{split}.jsonl").read_text().splitlines():
             record = json.loads(line)

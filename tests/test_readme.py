@@ -5,6 +5,7 @@ import re
 import types
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lisa_plugin import LisaConfig, hookspecs
@@ -38,6 +39,21 @@ def test_key_table_matches_the_config_model():
     assert table == LisaConfig().model_dump()
 
 
+def test_strategy_option_table_matches_the_options_models():
+    from lisa_plugin.manager import get_plugin_manager
+    from lisa_plugin.strategies.options import options_model
+
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| (required|`[^`]*`) \|", README, flags=re.M)
+    pm = get_plugin_manager()
+    documented = {(strategy, key): default for key, strategy, default in rows}
+    declared = {
+        (name, key): "required" if field.is_required() else f"`{yaml.safe_dump(field.default).splitlines()[0]}`"
+        for name in ("uniform", "weighted", "profile", "cyclic", "adaptive")
+        for key, field in options_model(name, pm).model_fields.items()
+    }
+    assert documented == declared
+
+
 def test_every_hook_is_documented_with_its_arguments():
     for name, spec in inspect.getmembers(hookspecs, inspect.isfunction):
         if not name.startswith("lisa_"):
@@ -46,29 +62,45 @@ def test_every_hook_is_documented_with_its_arguments():
         assert f"`{name}({args})" in README, f"README does not document {name}({args})"
 
 
-def test_example_strategy_runs():
-    from lisa_plugin.manager import new_plugin_manager, strategy_names
+def test_example_strategy_runs_and_validates_its_option():
+    from lisa_plugin.manager import get_plugin_manager, strategy_names
     from lisa_plugin.strategies import select_active_layers
 
     source = next(b for b in blocks("python") if "top_heavy" in b)
     module = types.ModuleType("my_lisa_ext")
     exec(compile(source, "README-example", "exec"), module.__dict__)
-    pm = new_plugin_manager(autoload=False)
+    pm = get_plugin_manager()  # the one config validation uses, as LISA_PLUGINS would fill it
     pm.register(module)
-    assert "top_heavy" in strategy_names(pm)
-    picked = select_active_layers(strategy="top_heavy", num_layers=8, n_layers=2, seed=1, switch_index=0, pm=pm)
-    assert len(picked) == 2
+    try:
+        assert "top_heavy" in strategy_names(pm)
+        options = LisaConfig(strategy="top_heavy", top_heavy_power=3).model_dump()
+        counts = [0] * 8
+        for i in range(200):
+            for layer in select_active_layers(strategy="top_heavy", num_layers=8, n_layers=2, seed=1,
+                                              switch_index=i, options=options, resolved={}):
+                counts[layer] += 1
+        assert sum(counts[4:]) > 3 * sum(counts[:4])  # later layers more often, as its comment says
+        message = "lisa.top_heavy_power: 0 for strategy 'top_heavy': Input should be greater than 0"
+        assert message in README
+        with pytest.raises(ValueError, match=re.escape(message)):
+            LisaConfig(strategy="top_heavy", top_heavy_power=0)
+    finally:
+        pm.unregister(module)
 
 
 def test_first_command_runs_the_full_demo():
     first = blocks("bash")[0].strip().splitlines()[0]
-    assert first.endswith("python -m eval_harness demo runs/demo")
+    assert first.endswith("lisa-demo-compare runs/demo")
 
 
 def test_demo_options_in_the_readme_exist():
-    from eval_harness.cli import build_parser
+    import argparse
 
-    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    from lisa_demo.cli import _add_compare_parser
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    _add_compare_parser(sub)
+    demo = sub.choices["compare"]
     known = {opt for action in demo._actions for opt in action.option_strings}
     intro = README.split("## Use LISA in your Axolotl config")[0]
     mentioned = set(re.findall(r"`(--[a-z-]+)", intro))
@@ -86,8 +118,8 @@ def test_newcomer_sections_are_there():
 
 
 def test_demo_defaults_in_the_readme_are_the_code_defaults():
-    from eval_harness.demo.data import MT_BENCH_QUESTIONS
-    from eval_harness.demo.pipeline import DemoSettings
+    from eval_harness.benchmarks.mt_bench import MT_BENCH_QUESTIONS
+    from lisa_demo.end_to_end import DemoSettings
 
     d = DemoSettings(out=Path("."))
     intro = " ".join(README.split("## Use LISA in your Axolotl config")[0].split())

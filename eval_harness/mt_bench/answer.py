@@ -8,7 +8,6 @@ template, whose canned example would leak into every answer (FastChat #2783).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 import uuid
@@ -16,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lisa_formats.jsonl import JsonlAppender, read_jsonl
+from lisa_formats.suggest import did_you_mean
+
 from eval_harness.mt_bench.data import Question
-from eval_harness.mt_bench.jsonl import JsonlAppender, read_jsonl
 
 if TYPE_CHECKING:
     from fastchat.conversation import Conversation
@@ -94,12 +95,9 @@ def resolve_template(template: str | None, tokenizer, model_path: str) -> ChatFo
                 raise ValueError(f"template: {template!r} requested but the tokenizer of {model_path} has no chat template")
             return ChatFormat(HF_CHAT_TEMPLATE, "requested")
         if template not in conv_templates:
-            close = difflib.get_close_matches(template, list(conv_templates), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(
-                f"template: unknown FastChat conversation template {template!r}.{hint} "
-                f"Available: {HF_CHAT_TEMPLATE}, {', '.join(sorted(conv_templates))}"
-            )
+            choices = [HF_CHAT_TEMPLATE, *sorted(conv_templates)]
+            raise ValueError(f"template: unknown FastChat conversation template {template!r}.{did_you_mean(template, choices)} "
+                             f"Available: {', '.join(choices)}")
         return ChatFormat(template, "requested")
     if getattr(tokenizer, "chat_template", None):
         return ChatFormat(HF_CHAT_TEMPLATE, "the tokenizer's chat template")

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lisa_formats.jsonl import read_jsonl
+
+from eval_harness.judges import Judge
 from eval_harness.mt_bench.data import MTBench, Question
-from eval_harness.mt_bench.judge import ChatClient, JudgeSettings, judge_prompt, run_judge_tasks
-from eval_harness.mt_bench.jsonl import read_jsonl
+from eval_harness.mt_bench.judge import Grading, judge_prompt, run_judge_tasks
 
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
 ERROR = "error"  # FastChat's winner for a verdict without [[A]], [[B]] or [[C]]
@@ -58,7 +60,7 @@ def judge_pairs(
     *,
     model_id: str,
     baseline_id: str,
-    settings: JudgeSettings,
+    grading: Grading,
 ) -> dict:
     """Judge each turn of ``model_id`` against ``baseline_id`` in both orders; skips stored pairs."""
     done = {pair_key(r) for r in read_jsonl(judgment_file)}
@@ -70,13 +72,13 @@ def judge_pairs(
         for turn in (1, 2):
             name, system, g1 = judge_prompt(bench, "pair", q, turn, {"_a": mine, "_b": theirs})
             _, _, g2 = judge_prompt(bench, "pair", q, turn, {"_a": theirs, "_b": mine})
-            key = (q.question_id, model_id, baseline_id, (settings.model, name), turn)
+            key = (q.question_id, model_id, baseline_id, (grading.judge.model, name), turn)
             if key not in done:
                 tasks.append(PairTask(q, turn, name, system, g1, g2))
 
-    def grade(client: ChatClient, task: PairTask) -> dict:
-        g1_judgment = client.complete(task.system, task.g1_user)
-        g2_judgment = client.complete(task.system, task.g2_user)
+    def grade(judge: Judge, task: PairTask) -> dict:
+        g1_judgment = judge.complete(task.system, task.g1_user)
+        g2_judgment = judge.complete(task.system, task.g2_user)
         g1 = {"A": "model_1", "B": "model_2"}.get(parse_verdict(g1_judgment), parse_verdict(g1_judgment))
         g2 = {"A": "model_2", "B": "model_1"}.get(parse_verdict(g2_judgment), parse_verdict(g2_judgment))
         return {
@@ -85,7 +87,7 @@ def judge_pairs(
             "model_2": baseline_id,
             "g1_winner": g1,
             "g2_winner": g2,
-            "judge": [settings.model, task.prompt_name],
+            "judge": [grading.judge.model, task.prompt_name],
             "g1_user_prompt": task.g1_user,
             "g1_judgment": g1_judgment,
             "g2_user_prompt": task.g2_user,
@@ -94,7 +96,7 @@ def judge_pairs(
             "tstamp": time.time(),
         }
 
-    return run_judge_tasks(tasks, grade, judgment_file, settings, f"MT-Bench pairwise ({model_id} vs {baseline_id})")
+    return run_judge_tasks(tasks, grade, judgment_file, grading, f"MT-Bench pairwise ({model_id} vs {baseline_id})")
 
 
 def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_model: str, question_ids: set[int]) -> dict:

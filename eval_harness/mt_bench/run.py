@@ -11,10 +11,14 @@ import json
 import logging
 from pathlib import Path
 
+from lisa_formats.atomic import write_json_atomic
+from lisa_formats.jsonl import read_jsonl
+
+from eval_harness.discovery import weights_fingerprint
+from eval_harness.judges import Judge, JudgeSettings
 from eval_harness.mt_bench import data
 from eval_harness.mt_bench.answer import generate_answers, load_tokenizer, resolve_template
-from eval_harness.mt_bench.judge import JudgeSettings, judge_answers
-from eval_harness.mt_bench.jsonl import read_jsonl
+from eval_harness.mt_bench.judge import Grading, judge_answers, open_judge
 from eval_harness.mt_bench.pairwise import judge_pairs, summarise_pairs
 from eval_harness.mt_bench.show import load_judgments, summarise
 
@@ -28,21 +32,6 @@ def answer_path(out_dir: Path, model_id: str) -> Path:
 def judgment_path(out_dir: Path, judge_model: str, mode: str = "single") -> Path:
     # judge names like "org/model" would otherwise become folders
     return Path(out_dir) / "model_judgment" / f"{judge_model.replace('/', '_')}_{mode}.jsonl"
-
-
-def _weights_stamp(path: str) -> str | None:
-    """Names, sizes and mtimes of the weight files: retraining in place must not reuse old answers."""
-    import hashlib
-
-    folder = Path(path)
-    if not folder.is_dir():
-        return None  # a hub id: nothing local to stamp
-    stats = sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
-        for p in folder.iterdir()
-        if p.suffix in {".safetensors", ".bin", ".pt"}
-    )
-    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
 
 
 def _check_answer_settings(answer_file: Path, settings: dict) -> None:
@@ -61,8 +50,7 @@ def _check_answer_settings(answer_file: Path, settings: dict) -> None:
                 "use another model_id or out_dir, or delete the file and its .settings.json to regenerate"
             )
         return
-    answer_file.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.write_text(json.dumps(settings, indent=2) + "\n")
+    write_json_atomic(sidecar, settings)
 
 
 def load_answers(answer_file: Path) -> dict[int, list[str]]:
@@ -85,7 +73,7 @@ def run_mt_bench(
     *,
     out_dir: Path,
     mt_bench_dir: Path | None = None,
-    judge: JudgeSettings | None = None,
+    judge: JudgeSettings | Judge | None = None,
     limit: int | None = None,
     template: str | None = None,
     max_new_tokens: int = 1024,
@@ -94,10 +82,14 @@ def run_mt_bench(
     batch_size: int | str | None = 8,
     seed: int = 0,
     pairwise_baseline: Path | None = None,
+    judge_repeats: int | None = None,
+    judge_concurrency: int | None = None,
 ) -> dict:
     """Generate (or resume) answers, judge them if ``judge`` is given, and return the summary.
 
-    Without a judge the summary says ``"judged": False`` and every score is None.
+    ``judge``: settings of the OpenAI-compatible judge (repeats and concurrency included), or
+    any :class:`~eval_harness.judges.Judge` (then ``judge_repeats``/``judge_concurrency``, default
+    1 and 4). Without a judge the summary says ``"judged": False`` and every score is None.
     ``pairwise_baseline``: a baseline's FastChat model_answer JSONL; with a judge, each answer is
     also judged against it in both orders (summary key ``"pairwise"``).
     """
@@ -106,75 +98,67 @@ def run_mt_bench(
     out_dir = Path(out_dir)
     bench = data.load(mt_bench_dir)
     questions = data.select(bench.questions, limit)
-    model_path = str(model_path)
+    answer_file, chat = _answer(questions, out_dir, model_id, str(model_path), adapter_path, template=template,
+                                max_new_tokens=max_new_tokens, device=device, dtype=dtype, batch_size=batch_size,
+                                seed=seed)
+    answers = load_answers(answer_file)
+    summary = {
+        "judged": False, "turn1": None, "turn2": None, "overall": None, "n_questions": len(questions),
+        "parse_failures": 0, "judge_errors": 0, "per_category": {}, "per_question": {},
+        "template": chat.name, "template_reason": chat.reason, "answers_file": str(answer_file),
+        "judgment_file": None, "judge_model": None, "judge_spread": None, "pairwise": None,
+    }
+    if judge is not None:
+        grading = open_judge(judge, judge_repeats, judge_concurrency)
+        try:
+            summary.update(_judge(bench, questions, answers, out_dir, model_id, grading))
+            if pairwise_baseline is not None:
+                summary["pairwise"] = _pairwise(bench, questions, answers, Path(pairwise_baseline), out_dir, model_id,
+                                                grading)
+        finally:
+            grading.judge.close()
+    write_json_atomic(out_dir / f"summary_{model_id}.json", summary)
+    return summary
+
+
+def _answer(questions, out_dir: Path, model_id: str, model_path: str, adapter_path, **options):
+    """Generate the missing answers; return the answer file and the chat format used."""
     adapter = str(adapter_path) if adapter_path else None
     tokenizer = load_tokenizer(model_path, adapter)
-    chat = resolve_template(template, tokenizer, model_path)
+    chat = resolve_template(options.pop("template"), tokenizer, model_path)
     logger.info("MT-Bench %s: template %s (%s)", model_id, chat.name, chat.reason)
     answer_file = answer_path(out_dir, model_id)
     _check_answer_settings(
         answer_file,
         {"model_path": model_path, "adapter_path": adapter, "template": chat.name,
-         "weights": _weights_stamp(adapter or model_path), "max_new_tokens": max_new_tokens, "dtype": dtype,
-         "seed": seed},
+         "weights": weights_fingerprint(adapter or model_path), "max_new_tokens": options["max_new_tokens"],
+         "dtype": options["dtype"], "seed": options["seed"]},
     )
-    generate_answers(
-        questions,
-        answer_file,
-        model_id=model_id,
-        model_path=model_path,
-        adapter_path=adapter,
-        tokenizer=tokenizer,
-        chat=chat,
-        max_new_tokens=max_new_tokens,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    answers = load_answers(answer_file)
-    summary = {
-        "judged": False,
-        "turn1": None,
-        "turn2": None,
-        "overall": None,
-        "n_questions": len(questions),
-        "parse_failures": 0,
-        "judge_errors": 0,
-        "per_category": {},
-        "per_question": {},
-        "template": chat.name,
-        "template_reason": chat.reason,
-        "answers_file": str(answer_file),
-        "judgment_file": None,
-        "judge_model": None,
-        "judge_spread": None,
-        "pairwise": None,
-    }
-    if judge is not None:
-        judgment_file = judgment_path(out_dir, judge.model)
-        counts = judge_answers(bench, questions, answers, judgment_file, model_id=model_id, settings=judge)
-        judgments = load_judgments(judgment_file, model_id, judge.model, {q.question_id for q in questions})
-        scores = summarise(judgments, questions, judge.repeats)
-        summary.update(scores, judged=True, judge_errors=counts["errors"])
-        summary.update(judgment_file=str(judgment_file), judge_model=judge.model)
-        if pairwise_baseline is not None:
-            summary["pairwise"] = _pairwise(bench, questions, answers, Path(pairwise_baseline), out_dir, model_id, judge)
-    (out_dir / f"summary_{model_id}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    generate_answers(questions, answer_file, model_id=model_id, model_path=model_path, adapter_path=adapter,
+                     tokenizer=tokenizer, chat=chat, **options)
+    return answer_file, chat
 
 
-def _pairwise(bench, questions, answers, baseline_file: Path, out_dir: Path, model_id: str, judge: JudgeSettings) -> dict:
+def _judge(bench, questions, answers, out_dir: Path, model_id: str, grading: Grading) -> dict:
+    judge_model = grading.judge.model
+    judgment_file = judgment_path(out_dir, judge_model)
+    counts = judge_answers(bench, questions, answers, judgment_file, model_id=model_id, grading=grading)
+    judgments = load_judgments(judgment_file, model_id, judge_model, {q.question_id for q in questions})
+    return {**summarise(judgments, questions, grading.repeats), "judged": True, "judge_errors": counts["errors"],
+            "judgment_file": str(judgment_file), "judge_model": judge_model}
+
+
+def _pairwise(bench, questions, answers, baseline_file: Path, out_dir: Path, model_id: str, grading: Grading) -> dict:
     records = read_jsonl(baseline_file)
     if not records:
         raise FileNotFoundError(f"pairwise_baseline {baseline_file}: no answers; expected a FastChat model_answer JSONL")
     baseline_id = records[0]["model_id"]
     if baseline_id == model_id:
         raise ValueError(f"pairwise_baseline {baseline_file}: model_id {baseline_id!r} is the model being judged")
-    pair_file = judgment_path(out_dir, judge.model, "pair")
+    pair_file = judgment_path(out_dir, grading.judge.model, "pair")
     baseline_answers = load_answers(baseline_file)
     counts = judge_pairs(
-        bench, questions, answers, baseline_answers, pair_file, model_id=model_id, baseline_id=baseline_id, settings=judge
+        bench, questions, answers, baseline_answers, pair_file, model_id=model_id, baseline_id=baseline_id, grading=grading
     )
-    result = summarise_pairs(pair_file, model_id, baseline_id, judge.model, {q.question_id for q in questions})
+    result = summarise_pairs(pair_file, model_id, baseline_id, grading.judge.model, {q.question_id for q in questions})
     return {**result, "judge_errors": counts["errors"]}

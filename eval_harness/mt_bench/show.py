@@ -10,9 +10,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from lisa_formats.jsonl import read_jsonl
+
 from eval_harness.mt_bench.data import Question
 from eval_harness.mt_bench.judge import PARSE_FAILURE, judgment_key
-from eval_harness.mt_bench.jsonl import read_jsonl
 
 
 def _mean(values: list[float]) -> float | None:

@@ -5,7 +5,11 @@ after another run is evaluated updates every output. Outputs (``--format``):
 
 * ``html``: ``index.html``, self-contained (:mod:`.page`, figures from :mod:`.plots`);
 * ``md``: ``leaderboard.md``; ``csv``: ``leaderboard.csv`` (:mod:`.table`);
-* ``json``: ``results.json``, compare's record plus ``leaderboard`` and ``statistics``.
+* ``json``: ``results.json``, compare's record plus ``leaderboard`` and ``statistics``
+  (:mod:`.record` is the file's only writer; ``compare`` calls :func:`write_progress`);
+* ``summary.md``: the plain table ``compare`` prints (:mod:`.summary`).
+
+Nothing here imports :mod:`eval_harness.compare`: compare calls the report, never the reverse.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lisa_formats.atomic import write_text_atomic
+
 from eval_harness.report import stats
 from eval_harness.report.collect import ReportData, ReportInputError, headline_tests, load_report_data
-from eval_harness.results import SCHEMA_VERSION, atomic_write_json, atomic_write_text
+from eval_harness.report.record import RESULTS_FILE, write_progress, write_results_json
+from eval_harness.report.summary import write_summary
 
 FORMATS = ("html", "md", "csv", "json")
-FILES = {"html": "index.html", "md": "leaderboard.md", "csv": "leaderboard.csv", "json": "results.json"}
+FILES = {"html": "index.html", "md": "leaderboard.md", "csv": "leaderboard.csv", "json": RESULTS_FILE}
 
-__all__ = ["FORMATS", "ReportInputError", "parse_formats", "publish", "write_report"]
+__all__ = ["FORMATS", "ReportInputError", "parse_formats", "publish", "write_progress", "write_report", "write_summary"]
 
 
 def parse_formats(text: str) -> list[str]:
@@ -39,7 +46,6 @@ def _json_record(data: ReportData, generated: str, formats: list[str]) -> dict:
 
     out = {**data.compare}
     out.update(
-        schema_version=SCHEMA_VERSION,
         report={"generated": generated, "formats": formats, "results_dir": str(data.results_dir),
                 "questions_file": data.questions_file, "baseline": data.baseline,
                 "bootstrap": {"resamples": data.resamples, "seed": data.seed, "confidence": stats.CONFIDENCE},
@@ -67,13 +73,13 @@ def write_report(data: ReportData, output: Path, formats: list[str] | tuple[str,
     for fmt in formats:
         path = output / FILES[fmt]
         if fmt == "html":
-            atomic_write_text(path, page.render(data, plots.all_plots(data), generated))
+            write_text_atomic(path, page.render(data, plots.all_plots(data), generated))
         elif fmt == "md":
-            atomic_write_text(path, table.markdown(data))
+            write_text_atomic(path, table.markdown(data))
         elif fmt == "csv":
-            atomic_write_text(path, table.to_csv(data))
+            write_text_atomic(path, table.to_csv(data))
         else:
-            atomic_write_json(path, _json_record(data, generated, list(formats)))
+            write_results_json(output, _json_record(data, generated, list(formats)))
         written[fmt] = path
     return written
 

@@ -21,22 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lisa_formats.jsonl import read_jsonl
+from lisa_formats.norms import PROFILE_FILE as NORMS_FILE
+from lisa_formats.norms import NormsProfile
 
-from eval_harness.compare import MT_BENCH, headline_columns
+from eval_harness.benchmarks import MT_BENCH
 from eval_harness.discovery import (
     RunError,
     TrainingFacts,
     read_axolotl_config,
     read_lisa_history,
     read_training_facts,
+    short_settings,
 )
 from eval_harness.mt_bench.judge import PARSE_FAILURE
-from eval_harness.mt_bench.jsonl import read_jsonl
 from eval_harness.report import stats
+from eval_harness.report.record import RESULTS_FILE
+from eval_harness.report.summary import HeadlineColumn, headline_columns
 from eval_harness.results import ResultStore, TaskResult
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
-NORMS_FILE = "norms.json"
 EXAMPLES_PER_RUN = 3  # lowest-rated answers shown per run, besides every parse failure
 
 
@@ -93,7 +97,7 @@ class Accuracy:
     value: float | None
     stderr: float | None
     n: int | None
-    per_sample: dict[int, float]  # doc id -> score, from lm-eval's per-sample log
+    per_sample: dict[Any, float]  # item -> score from lm-eval's per-sample log: doc id, or (subtask, doc id) in a group
     num_fewshot: Any = None
     lm_eval_version: str | None = None
 
@@ -114,8 +118,7 @@ class RunEntry:
 
     @property
     def short_settings(self) -> str:
-        keys = {"LISA": ("gamma", "K"), "LoRA": ("r", "alpha"), "QLoRA": ("r", "alpha")}.get(self.method, ())
-        return " ".join(f"{k}={self.settings[k]}" for k in keys if self.settings.get(k) is not None)
+        return short_settings(self.method, self.settings)
 
 
 @dataclass
@@ -123,7 +126,7 @@ class ReportData:
     results_dir: Path
     compare: dict[str, Any]  # results.json as compare wrote it ({} when absent)
     runs: list[RunEntry]
-    columns: list[tuple[str, str, str]]  # (title, task, metric key) of the accuracy columns
+    columns: list[HeadlineColumn]  # the lm-eval benchmarks' headline numbers
     baseline: str | None  # the run gains are relative to (the LoRA row)
     comparisons: list[stats.PairedTest]
     questions_file: str | None
@@ -269,7 +272,8 @@ def _accuracy(result: TaskResult, title: str, key: str, results_dir: Path) -> Ac
     if samples is not None:
         for record in read_jsonl(samples):
             if record.get("filter", "none") == (flt or "none") and isinstance(record.get(name), (int, float, bool)):
-                per_sample[int(record["doc_id"])] = float(record[name])
+                item = int(record["doc_id"])
+                per_sample[(record["task"], item) if "task" in record else item] = float(record[name])
     return Accuracy(
         title=title, task=result.task, metric=key, value=metric.value if metric else None,
         stderr=metric.stderr if metric else None, n=result.n_samples.get("effective"), per_sample=per_sample,
@@ -324,8 +328,6 @@ def _lisa_activation(path: str | None, problems: list[str]) -> list[int] | None:
 
 def _norm_profiles(paths: list[Path], problems: list[str]) -> dict[str, list[dict[str, Any]]]:
     """run name -> layer rows, from every ``lisa-plugin norms`` profile found."""
-    from lisa_plugin.norms import NormsProfile
-
     out: dict[str, list[dict[str, Any]]] = {}
     for path in paths:
         if not path.is_file():
@@ -343,18 +345,62 @@ def _norm_profiles(paths: list[Path], problems: list[str]) -> dict[str, list[dic
 # --------------------------------------------------------------------------- assembling
 
 
+def _read_compare_record(results_dir: Path) -> dict[str, Any]:
+    summary_file = results_dir / RESULTS_FILE
+    if not summary_file.is_file():
+        return {}
+    data = _read_json(summary_file, "the results.json written by `python -m eval_harness compare`")
+    if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
+        raise ReportInputError(f"{summary_file}: key 'runs' must be a list of runs; is this a compare results.json?")
+    return data
+
+
+def _norm_candidates(norms: Path | None, runs_dir: Path | None, results_dir: Path) -> list[Path]:
+    if norms is not None and not Path(norms).is_file():
+        raise ReportInputError(f"--norms {norms}: no such file (expected norms.json from `lisa-plugin norms`)")
+    places = (norms, runs_dir and Path(runs_dir) / NORMS_FILE, runs_dir and Path(runs_dir) / "norms" / NORMS_FILE,
+              results_dir / NORMS_FILE, results_dir / "norms" / NORMS_FILE)
+    return [Path(p) for p in places if p]
+
+
+def _run_entry(name: str, record: dict, results: dict[str, TaskResult], context: dict[str, Any]) -> RunEntry:
+    """One leaderboard row from the run's record in results.json and its stored results."""
+    results_dir = context["results_dir"]
+    path = record.get("path")
+    entry = RunEntry(name=name, method=record.get("method") or "?", settings=dict(record.get("settings") or {}),
+                     path=path, training=_training(record, path))
+    if not record:
+        entry.problems.append(f"{results_dir / RESULTS_FILE}: no record of run {name!r} (method and settings unknown)")
+    if not results:
+        entry.problems.append(f"{results_dir / 'results' / name}: no stored result for run {name!r}")
+    if MT_BENCH in results:
+        entry.mt_bench = _mt_bench(results[MT_BENCH], results_dir, context["questions"], context["resamples"],
+                                   context["seed"])
+        entry.mt_bench_status = "judged" if (results[MT_BENCH].details or {}).get("judged") else NOT_JUDGED
+    for column in context["columns"]:
+        if column.task in results:
+            entry.accuracy[column.title] = _accuracy(results[column.task], column.title, column.metric, results_dir)
+    if entry.method == "LISA":
+        entry.lisa_activation = _lisa_activation(path, entry.problems)
+    return entry
+
+
+def _pick_baseline(baseline: str | None, runs: list[RunEntry]) -> str | None:
+    names = [r.name for r in runs]
+    if baseline is not None and baseline not in names:
+        raise ReportInputError(f"--baseline {baseline!r}: no such run; runs: {', '.join(names)}")
+    if baseline is None:
+        baseline = next((r.name for r in runs if r.method == "LoRA"), None) or next(
+            (r.name for r in runs if r.method == "QLoRA"), None)
+    return baseline
+
+
 def load_report_data(results_dir: Path, *, runs_dir: Path | None = None, mt_bench_dir: Path | None = None,
                      norms: Path | None = None, baseline: str | None = None,
                      resamples: int = stats.DEFAULT_RESAMPLES, seed: int = stats.DEFAULT_SEED) -> ReportData:
     """Everything the report shows, from ``results_dir`` (what ``compare --output`` wrote)."""
     results_dir = Path(results_dir)
-    summary_file = results_dir / "results.json"
-    compare_data: dict[str, Any] = {}
-    if summary_file.is_file():
-        compare_data = _read_json(summary_file, "the results.json written by `python -m eval_harness compare`")
-        if not isinstance(compare_data, dict) or not isinstance(compare_data.get("runs", []), list):
-            raise ReportInputError(f"{summary_file}: key 'runs' must be a list of runs; is this a compare results.json?")
-    store = ResultStore(results_dir)
+    compare_data = _read_compare_record(results_dir)
     records = {r["name"]: r for r in compare_data.get("runs", []) if isinstance(r, dict) and r.get("name")}
     stored_dirs = sorted(p.name for p in (results_dir / "results").iterdir()) if (results_dir / "results").is_dir() else []
     if not records and not stored_dirs:
@@ -364,6 +410,7 @@ def load_report_data(results_dir: Path, *, runs_dir: Path | None = None, mt_benc
         )
     problems: list[str] = list(compare_data.get("problems", []))
     names = list(records) + [n for n in stored_dirs if n not in records]
+    store = ResultStore(results_dir)
     all_results = {n: _stored_results(store, n, records.get(n, {}), problems) for n in names}
     if not any(all_results.values()):
         raise ReportInputError(f"{results_dir / 'results'}: no run has a stored result (no results/<run>/<task>.json)")
@@ -372,43 +419,17 @@ def load_report_data(results_dir: Path, *, runs_dir: Path | None = None, mt_benc
     )
     tasks = list(compare_data.get("tasks") or [])
     tasks += sorted({t for rs in all_results.values() for t in rs} - set(tasks))
-    columns = [c for c in headline_columns(tasks) if c[1] != MT_BENCH]
-    norm_files = [p for p in (norms, runs_dir and Path(runs_dir) / NORMS_FILE, runs_dir and Path(runs_dir) / "norms" / NORMS_FILE,
-                              results_dir / NORMS_FILE, results_dir / "norms" / NORMS_FILE) if p]
-    if norms is not None and not Path(norms).is_file():
-        raise ReportInputError(f"--norms {norms}: no such file (expected norms.json from `lisa-plugin norms`)")
-    runs = []
-    for name in names:
-        record = records.get(name, {})
-        path = record.get("path")
-        entry = RunEntry(name=name, method=record.get("method") or "?", settings=dict(record.get("settings") or {}),
-                         path=path, training=_training(record, path))
-        if name not in records:
-            entry.problems.append(f"{summary_file}: no record of run {name!r} (method and settings unknown)")
-        results = all_results[name]
-        if not results:
-            entry.problems.append(f"{results_dir / 'results' / name}: no stored result for run {name!r}")
-        if MT_BENCH in results:
-            entry.mt_bench = _mt_bench(results[MT_BENCH], results_dir, questions, resamples, seed)
-            entry.mt_bench_status = "judged" if (results[MT_BENCH].details or {}).get("judged") else NOT_JUDGED
-        for title, task, key in columns:
-            if task in results:
-                entry.accuracy[title] = _accuracy(results[task], title, key, results_dir)
-        if entry.method == "LISA":
-            entry.lisa_activation = _lisa_activation(path, entry.problems)
-        if path:
-            norm_files.append(Path(path) / NORMS_FILE)
-        runs.append(entry)
+    context = {"results_dir": results_dir, "questions": questions, "resamples": resamples, "seed": seed,
+               "columns": [c for c in headline_columns(tasks) if c.task != MT_BENCH]}
+    norm_files = _norm_candidates(norms, runs_dir, results_dir)
+    runs = [_run_entry(name, records.get(name, {}), all_results[name], context) for name in names]
+    norm_files += [Path(r.path) / NORMS_FILE for r in runs if r.path]
     profiles = _norm_profiles(list(dict.fromkeys(norm_files)), problems)
     for entry in runs:
         entry.norms = profiles.get(entry.name)
-    if baseline is not None and baseline not in names:
-        raise ReportInputError(f"--baseline {baseline!r}: no such run; runs: {', '.join(names)}")
-    if baseline is None:
-        baseline = next((r.name for r in runs if r.method == "LoRA"), None) or next(
-            (r.name for r in runs if r.method == "QLoRA"), None)
-    data = ReportData(results_dir=results_dir, compare=compare_data, runs=runs, columns=columns, baseline=baseline,
-                      comparisons=[], questions_file=questions_file, problems=problems, resamples=resamples, seed=seed)
+    data = ReportData(results_dir=results_dir, compare=compare_data, runs=runs, columns=context["columns"],
+                      baseline=_pick_baseline(baseline, runs), comparisons=[], questions_file=questions_file,
+                      problems=problems, resamples=resamples, seed=seed)
     data.comparisons = paired_comparisons(data)
     return data
 
@@ -421,7 +442,7 @@ def paired_comparisons(data: ReportData) -> list[stats.PairedTest]:
             if a.mt_bench and b.mt_bench:
                 tests.append(stats.paired_bootstrap("MT-Bench", a.name, b.name, a.mt_bench.question_means(),
                                                     b.mt_bench.question_means(), data.resamples, data.seed))
-            for title, _, _ in data.columns:
+            for title in (c.title for c in data.columns):
                 if title in a.accuracy and title in b.accuracy and a.accuracy[title].per_sample:
                     tests.append(stats.paired_bootstrap(title, a.name, b.name, a.accuracy[title].per_sample,
                                                         b.accuracy[title].per_sample, data.resamples, data.seed))

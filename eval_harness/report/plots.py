@@ -122,7 +122,7 @@ def loss_curves(data: ReportData) -> Plot | None:
 def _quality(run: RunEntry, data: ReportData) -> tuple[float | None, str]:
     if any(r.mt_bench and r.mt_bench.overall is not None for r in data.runs):
         return (run.mt_bench.overall if run.mt_bench else None), "MT-Bench overall"
-    for title, _, _ in data.columns:
+    for title in (c.title for c in data.columns):
         if any(title in r.accuracy for r in data.runs):
             acc = run.accuracy.get(title)
             return (100 * acc.value if acc and acc.value is not None else None), title

@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from eval_harness.compare import render_table
 from eval_harness.report.collect import NOT_JUDGED, ReportData, RunEntry
+from eval_harness.report.summary import render_table
 
 HIGHER, LOWER = "higher", "lower"
 
@@ -48,7 +48,7 @@ def record(run: RunEntry, data: ReportData) -> dict[str, Any]:
         mt_bench_ci_low=mt.ci.low if mt else None, mt_bench_ci_high=mt.ci.high if mt else None,
         judge_spread=mt.judge_spread if mt else None, judge_parse_failures=mt.parse_failures if mt else None,
     )
-    for title, _, _ in data.columns:
+    for title in (c.title for c in data.columns):
         acc = run.accuracy.get(title)
         key = _score_key(title)
         rec[key] = None if acc is None or acc.value is None else 100 * acc.value
@@ -58,7 +58,7 @@ def record(run: RunEntry, data: ReportData) -> dict[str, Any]:
     if base is not None:
         base_rec = {"mt_bench_overall": base.mt_bench.overall if base.mt_bench else None}
         base_rec.update({_score_key(t): (100 * base.accuracy[t].value if t in base.accuracy and base.accuracy[t].value
-                                         is not None else None) for t, _, _ in data.columns})
+                                         is not None else None) for t in (c.title for c in data.columns)})
         for key, base_value in base_rec.items():
             rec[f"gain_{key}_pct"] = _gain(rec.get(key), base_value)
     t = run.training
@@ -95,16 +95,16 @@ def columns(data: ReportData, rows: list[dict[str, Any]]) -> list[Column]:
     elif any(r.get("mt_bench_status") == NOT_JUDGED for r in rows):
         # answers exist but nobody graded them: say so rather than drop the benchmark silently
         cols.append(Column("mt_bench_status", "MT-Bench", None, lambda r: r["mt_bench_status"] or "-"))
-    for title, _, _ in data.columns:
-        key = _score_key(title)
+    for column in data.columns:
+        key, title = _score_key(column.title), column.title
         if has(key):
-            cols.append(Column(key, title, HIGHER, lambda r, k=key: "-" if r[k] is None
+            cols.append(Column(key, title, HIGHER if column.higher_is_better else LOWER, lambda r, k=key: "-" if r[k] is None
                                else _num(r[k], 1) + (f" ±{r[k + '_stderr']:.1f}" if r[k + "_stderr"] is not None else "")))
     if data.baseline:
         headline = "mt_bench_overall" if has("mt_bench_overall") else next(
-            (_score_key(t) for t, _, _ in data.columns if has(_score_key(t))), None)
+            (_score_key(c.title) for c in data.columns if has(_score_key(c.title))), None)
         if headline and has(f"gain_{headline}_pct"):
-            label = "MT-Bench" if headline == "mt_bench_overall" else next(t for t, _, _ in data.columns if _score_key(t) == headline)
+            label = "MT-Bench" if headline == "mt_bench_overall" else next(c.title for c in data.columns if _score_key(c.title) == headline)
             key = f"gain_{headline}_pct"
             cols.append(Column(key, f"Gain vs {data.baseline} ({label}) %", HIGHER,
                                lambda r, k=key: "-" if r[k] is None else f"{r[k]:+.1f}"))

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lisa_formats.atomic import write_json_atomic as atomic_write_json
+from lisa_formats.atomic import write_jsonl_atomic as atomic_write_jsonl
+from lisa_formats.history import LisaHistory
+from lisa_formats.jsonl import read_jsonl
+from lisa_formats.norms import LayerNorm, NormsProfile, RunNorms
+
 from eval_harness.discovery import Run, TrainingFacts
-from eval_harness.mt_bench.jsonl import read_jsonl
-from eval_harness.results import Metric, ResultStore, TaskResult, atomic_write_json, atomic_write_jsonl
-from lisa_plugin.history import LisaHistory
-from lisa_plugin.norms import LayerNorm, NormsProfile, RunNorms
+from eval_harness.results import Metric, ResultStore, TaskResult
 
 JUDGE = "gpt-4"
 PAYLOAD = "<script>window.__xss='script'</script><img src=x onerror=\"document.title='pwned';window.__xss='img'\">"

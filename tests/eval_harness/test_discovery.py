@@ -10,6 +10,8 @@ import pytest
 import yaml
 from conftest import copy_run, link_runs, rebase_adapter, truncate
 
+from lisa_plugin.tools.axolotl_runner import example_config
+
 from eval_harness.discovery import (
     VANILLA,
     RunError,
@@ -19,11 +21,8 @@ from eval_harness.discovery import (
     read_training_facts,
 )
 
-EXAMPLE_CONFIGS = Path(__file__).resolve().parents[2] / "example_configs"
-
-
 def example(method: str) -> dict:
-    return yaml.safe_load((EXAMPLE_CONFIGS / f"tiny-{method}.yml").read_text())
+    return yaml.safe_load(example_config(f"tiny-{method}.yml").read_text())
 
 
 def by_name(discovery) -> dict:

@@ -24,7 +24,7 @@ import pytest
 from eval_harness.mt_bench import JudgeError, JudgeSettings, parse_score, run_mt_bench
 from eval_harness.mt_bench import data as mt_data
 from eval_harness.mt_bench.judge import single_prompt
-from eval_harness.mt_bench.jsonl import JsonlAppender, read_jsonl
+from lisa_formats.jsonl import JsonlAppender, read_jsonl
 
 PLANTED_KEY = "sk-planted-TEST-KEY-0123456789abcdef"
 # one question from each of three categories: two generation temperatures, one needs a reference
@@ -275,10 +275,10 @@ def test_answers_resume_and_adapter(answered, tiny_root, bench_dir, tmp_path):
     answer_file.parent.mkdir(parents=True)
     kept = {"question_id": 81, "answer_id": "kept", "model_id": "lora", "choices": [{"index": 0, "turns": ["a", "b"]}], "tstamp": 0}
     answer_file.write_text(json.dumps(kept) + "\n" + '{"question_id": 91, "answ')  # torn by a kill
-    from eval_harness.mt_bench.run import _weights_stamp
+    from eval_harness.discovery import weights_fingerprint
 
     settings = {"model_path": str(tiny_root / "model"), "adapter_path": str(adapter), "template": "zero_shot",
-                "weights": _weights_stamp(str(adapter)), "max_new_tokens": 8, "dtype": "float32", "seed": 0}
+                "weights": weights_fingerprint(str(adapter)), "max_new_tokens": 8, "dtype": "float32", "seed": 0}
     (out / "model_answer" / "lora.settings.json").write_text(json.dumps(settings))  # as the killed run left it
     summary = run_mt_bench(
         model_id="lora", model_path=tiny_root / "model", adapter_path=adapter, out_dir=out,
@@ -421,6 +421,7 @@ run_mt_bench(model_id="tiny", model_path=sys.argv[1], out_dir=Path(sys.argv[2]),
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(out_dir, server, tiny_root, bench_dir, planted_key):
     server.delay_s = 0.3
     judgment_file = out_dir / "model_judgment" / "test-judge_single.jsonl"

@@ -166,6 +166,7 @@ def browser_page(report):
     return page
 
 
+@pytest.mark.browser
 def test_html_renders_in_chromium(browser_page):
     page = browser_page
     assert page["problems"] == [] and page["problems_after"] == []
@@ -185,6 +186,7 @@ def test_html_renders_in_chromium(browser_page):
         assert heading in page["text"]
 
 
+@pytest.mark.browser
 def test_untrusted_text_is_inert_and_shown_as_text(browser_page, report):
     page = browser_page
     assert page["xss"] is None and page["title"] != "pwned"
@@ -199,6 +201,33 @@ def test_untrusted_text_is_inert_and_shown_as_text(browser_page, report):
     assert EVIL_RUN in text
 
 
+REPORT_OPTIONS = {"--output", "--results", "--format", "--mt-bench-dir", "--norms", "--baseline", "--resamples", "--seed"}
+COMPARE_OPTIONS = {
+    "--output", "--tasks", "--limit", "--judge-model", "--judge-base-url", "--judge-repeats", "--judge-concurrency",
+    "--pairwise-baseline", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
+    "--batch-size", "--dtype", "--device", "--max-new-tokens", "--template", "--method", "--set", "--base-model",
+}
+
+
+def _subparser_options(command: str) -> set[str]:
+    from eval_harness.cli import build_parser
+
+    sub = next(a for a in build_parser()._subparsers._group_actions).choices[command]
+    return {s for action in sub._actions for s in action.option_strings if s.startswith("--") and s != "--help"}
+
+
+@pytest.mark.parametrize("command, expected", [("report", REPORT_OPTIONS), ("compare", COMPARE_OPTIONS)])
+def test_help_lists_every_option(command, expected):
+    """Every option the parser accepts is in ``--help``, and the parser accepts the documented ones."""
+    assert _subparser_options(command) == expected
+    proc = subprocess.run([sys.executable, "-m", "eval_harness", command, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    missing = sorted(option for option in expected if option not in proc.stdout.split())
+    assert not missing, f"`{command} --help` does not list {missing}"
+
+
 def test_report_help_lists_its_options():
     proc = subprocess.run([sys.executable, "-m", "eval_harness", "report", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "--format" in proc.stdout and "--results" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    listed = {word.strip("[],") for word in proc.stdout.split() if word.startswith(("--", "[--"))}
+    assert REPORT_OPTIONS <= listed, f"missing from `report --help`: {sorted(REPORT_OPTIONS - listed)}"

@@ -6,9 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lisa_plugin.history import read_history
+from lisa_plugin.core.history import read_history
 from lisa_plugin.strategies import select_active_layers
 from tests.conftest import axolotl_config, run_axolotl
+
+pytestmark = pytest.mark.axolotl  # every test here trains with `axolotl train`
 
 K, GAMMA, STEPS, LAYERS = 2, 2, 24, 6
 
@@ -77,7 +79,7 @@ def test_sampled_layers_change_and_others_stay_bitwise(tiny_root, release_run):
 def test_release_holds_exactly_the_bound_and_keep_grows(tiny_root, release_run, keep_run):
     from transformers import AutoModelForCausalLM
 
-    from lisa_plugin.optimizer_state import adamw_state_bound
+    from lisa_plugin.core.optimizer_state import adamw_state_bound
 
     model = AutoModelForCausalLM.from_pretrained(tiny_root / "model")
     eh = [p for n, p in model.named_parameters() if not n.startswith("model.layers.")]

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 from lisa_plugin import LISACallback, LisaConfig
-from lisa_plugin.optimizer_state import adamw_state_bound, unwrap_optimizer
+from lisa_plugin.core.optimizer_state import adamw_state_bound, unwrap_optimizer
 
 
 class TokenData(torch.utils.data.Dataset):
@@ -180,8 +180,9 @@ def test_frozen_embeddings_and_head_with_gradient_checkpointing(tiny_root, tmp_p
 
 def test_signature_is_the_lisa_block():
     params = inspect.signature(LISACallback).parameters
-    assert list(params) == list(LisaConfig.model_fields)
+    assert list(params) == [*LisaConfig.model_fields, "strategy_options"]
     assert all(params[k].default == f.default for k, f in LisaConfig.model_fields.items())
+    assert params["strategy_options"].kind is inspect.Parameter.VAR_KEYWORD  # weights=..., adaptive_decay=...
 
 
 def test_unsupported_optimizer_is_refused(tiny_root, tmp_path):
@@ -232,7 +233,7 @@ def test_trl_sft_trainer(tiny_root, tmp_path):
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from lisa_plugin.corpus import paragraphs
+    from lisa_plugin.tools.corpus import paragraphs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_root / "model")
     trainer = SFTTrainer(

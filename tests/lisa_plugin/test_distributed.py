@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import ddp_worker  # this folder is on sys.path (pytest's rootdir insertion)
+from tests.conftest import require_marker
 
 WORKER = Path(ddp_worker.__file__)
 REPO = WORKER.parents[2]
@@ -32,6 +33,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> Path:
+    require_marker("ddp")
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
@@ -48,6 +50,7 @@ def ranks(out: Path, scenario: str) -> list[dict]:
     return [json.loads((out / f"{scenario}-rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.ddp
 @pytest.mark.parametrize("scenario", list(ddp_worker.SCENARIOS))
 def test_ranks_end_bitwise_identical_and_only_the_active_set_moves(ddp_runs, scenario):
     rank0, rank1 = ranks(ddp_runs, scenario)
@@ -69,6 +72,7 @@ def test_ranks_end_bitwise_identical_and_only_the_active_set_moves(ddp_runs, sce
         assert outside == expected
 
 
+@pytest.mark.ddp
 @pytest.mark.parametrize("scenario", ["plain", "checkpointing", "no-embeddings-no-head"])
 def test_matches_one_process_with_the_same_global_batch(ddp_runs, scenario, tmp_path):
     lisa_settings, overrides = ddp_worker.SCENARIOS[scenario]
@@ -83,6 +87,7 @@ def test_matches_one_process_with_the_same_global_batch(ddp_runs, scenario, tmp_
     assert any(not torch.equal(ddp[n], initial[n]) for n in ddp if n.startswith("model.layers."))
 
 
+@pytest.mark.ddp
 def test_all_reduced_bytes_scale_with_the_trainable_set_not_the_model(ddp_runs):
     expected_outside = {
         "plain": ("embeddings", "head"),
@@ -114,7 +119,7 @@ def test_all_reduced_bytes_scale_with_the_trainable_set_not_the_model(ddp_runs):
     ],
 )
 def test_sharded_engines_are_refused_with_what_to_use_instead(overrides, key):
-    from lisa_plugin.config import LisaArgs
+    from lisa_plugin.integrations.axolotl import LisaArgs
 
     with pytest.raises(ValueError, match=rf"{key} cannot be combined with `lisa:`: .*launch with DDP .*MULTI_GPU"):
         LisaArgs.model_validate({"lisa": {"n_layers": 2}, **overrides})
@@ -132,7 +137,7 @@ def test_sharded_engines_are_refused_with_what_to_use_instead(overrides, key):
 def test_callback_refuses_sharded_engines_outside_axolotl(monkeypatch, args, env, engine):
     from types import SimpleNamespace
 
-    from lisa_plugin.distributed import refuse_sharded_engines
+    from lisa_plugin.integrations.callback import refuse_sharded_engines
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -143,9 +148,10 @@ def test_callback_refuses_sharded_engines_outside_axolotl(monkeypatch, args, env
 def test_multi_gpu_example_is_the_single_gpu_run_on_ddp():
     import yaml
 
-    from lisa_plugin.config import LisaArgs
+    from lisa_plugin.integrations.axolotl import LisaArgs
+    from lisa_plugin.tools.axolotl_runner import example_configs_dir
 
-    configs = REPO / "example_configs"
+    configs = example_configs_dir()
     ddp = yaml.safe_load((configs / "multi-gpu" / "llama2-7b-lisa-ddp.yml").read_text())
     single = yaml.safe_load((configs / "llama2-7b-lisa.yml").read_text())
     LisaArgs.model_validate(ddp)

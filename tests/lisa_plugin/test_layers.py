@@ -15,7 +15,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from lisa_plugin.layers import LayersNotFoundError, find_decoder_layers, partition_parameters, unwrap_model
+from lisa_plugin.core.layers import LayersNotFoundError, find_decoder_layers, partition_parameters, unwrap_model
 from lisa_plugin.manager import get_plugin_manager
 
 SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100)

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from lisa_plugin import memory
+from lisa_plugin.tools import memory
 from lisa_plugin.config import LisaConfig
-from lisa_plugin.optimizer_state import state_bytes
-from lisa_plugin.switching import LayerSwitcher
+from lisa_plugin.core.optimizer_state import state_bytes
+from lisa_plugin.core.switching import LayerSwitcher
 
 SMALL_CONFIGS = {
     "llama-gqa": dict(model_type="llama", vocab_size=1000, hidden_size=128, intermediate_size=352,

@@ -7,9 +7,10 @@ import pytest
 import torch
 import yaml
 
-from lisa_plugin.__main__ import main
-from lisa_plugin.history import read_history
-from lisa_plugin.norms import layer_group, measure_norms, profile_weights
+from lisa_formats.norms import profile_weights
+from lisa_plugin.core.history import read_history
+from lisa_plugin.tools.cli import main
+from lisa_plugin.tools.norms import measure_norms, model_layout
 
 NUM_LAYERS = 6
 
@@ -19,23 +20,54 @@ def profile(axolotl_runs, tiny_root):
     return measure_norms(tiny_root / "model", [axolotl_runs / m for m in ("full", "lora", "lisa")])
 
 
+# Small configs of four layouts; the norms tool builds each on the meta device, as training finds its layers.
+LAYOUT_CONFIGS = {
+    "llama": dict(model_type="llama", vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=8,
+                  num_attention_heads=2, tie_word_embeddings=False),
+    "gpt2": dict(model_type="gpt2", vocab_size=64, n_embd=16, n_layer=12, n_head=2, n_positions=32),
+    "gpt_neox": dict(model_type="gpt_neox", vocab_size=64, hidden_size=16, intermediate_size=32,
+                     num_hidden_layers=4, num_attention_heads=2, tie_word_embeddings=False),
+    "opt": dict(model_type="opt", vocab_size=64, hidden_size=16, ffn_dim=32, num_hidden_layers=8,
+                num_attention_heads=2, word_embed_proj_dim=16),
+}
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    from transformers import AutoConfig
+
+    found = {}
+    for arch, kwargs in LAYOUT_CONFIGS.items():
+        kwargs = dict(kwargs)
+        folder = tmp_path_factory.mktemp(arch)
+        AutoConfig.for_model(kwargs.pop("model_type"), **kwargs).save_pretrained(folder)
+        found[arch] = model_layout(folder)
+    return found
+
+
 @pytest.mark.parametrize(
-    "name,group",
+    "arch,name,group",
     [
-        ("model.layers.3.self_attn.q_proj.weight", ("layer", 3)),
-        ("transformer.h.11.mlp.c_fc.weight", ("layer", 11)),
-        ("h.0.attn.c_attn.bias", ("layer", 0)),
-        ("gpt_neox.layers.2.attention.dense.weight", ("layer", 2)),
-        ("model.decoder.layers.7.fc1.weight", ("layer", 7)),
-        ("base_model.model.model.layers.4.mlp.up_proj", ("layer", 4)),
-        ("model.embed_tokens.weight", ("embedding", None)),
-        ("transformer.wpe.weight", ("embedding", None)),
-        ("model.norm.weight", ("head", None)),
-        ("lm_head.weight", ("head", None)),
+        ("llama", "model.layers.3.self_attn.q_proj.weight", ("layer", 3)),
+        ("gpt2", "transformer.h.11.mlp.c_fc.weight", ("layer", 11)),
+        ("gpt2", "h.0.attn.c_attn.bias", ("layer", 0)),
+        ("gpt_neox", "gpt_neox.layers.2.attention.dense.weight", ("layer", 2)),
+        ("opt", "model.decoder.layers.7.fc1.weight", ("layer", 7)),
+        ("llama", "base_model.model.model.layers.4.mlp.up_proj", ("layer", 4)),
+        ("llama", "model.embed_tokens.weight", ("embedding", None)),
+        ("gpt2", "transformer.wpe.weight", ("embedding", None)),
+        ("gpt2", "transformer.wte.weight", ("embedding", None)),
+        ("llama", "model.norm.weight", ("head", None)),
+        ("llama", "lm_head.weight", ("head", None)),
+        ("opt", "model.decoder.embed_positions.weight", ("embedding", None)),
+        ("gpt_neox", "gpt_neox.embed_in.weight", ("embedding", None)),
+        # GPT-NeoX's untied LM head: a name regex filed it under E, the layer finder knows it is H.
+        ("gpt_neox", "embed_out.weight", ("head", None)),
+        ("gpt_neox", "gpt_neox.final_layer_norm.weight", ("head", None)),
     ],
 )
-def test_layer_groups_from_tensor_names(name, group):
-    assert layer_group(name) == group
+def test_layer_groups_come_from_the_training_layer_finder(layouts, arch, name, group):
+    assert layouts[arch].group(name) == group
 
 
 def test_shapes_and_kinds(profile):
@@ -67,9 +99,10 @@ def test_lora_update_equals_the_merged_difference(profile, axolotl_runs, tiny_ro
     base = AutoModelForCausalLM.from_pretrained(tiny_root / "model", dtype=torch.float32)
     before = {n: p.detach().clone().double() for n, p in base.named_parameters()}
     merged = PeftModel.from_pretrained(base, axolotl_runs / "lora").merge_and_unload()
+    layout = model_layout(tiny_root / "model")
     squared = {}
     for name, p in merged.named_parameters():
-        key = layer_group(name)
+        key = layout.group(name)
         squared[key] = squared.get(key, 0.0) + float(((p.double() - before[name]) ** 2).sum())
     lora = profile.runs[1]
     assert lora.layers[0].update_norm == 0 and lora.layers[-1].update_norm == 0

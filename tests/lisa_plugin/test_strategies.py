@@ -69,7 +69,7 @@ def test_weights_validation_names_the_key():
 def test_weights_count_checked_when_the_switcher_is_built(tiny_root):
     from transformers import AutoModelForCausalLM
 
-    from lisa_plugin.switching import LayerSwitcher
+    from lisa_plugin.core.switching import LayerSwitcher
 
     model = AutoModelForCausalLM.from_pretrained(tiny_root / "model")
     with pytest.raises(ValueError, match=r"lisa.weights: 2 weights given .*expected one per decoder layer, 6"):
@@ -78,7 +78,7 @@ def test_weights_count_checked_when_the_switcher_is_built(tiny_root):
 
 
 def write_profile(path, runs):
-    from lisa_plugin.norms import LayerNorm, NormsProfile, RunNorms
+    from lisa_formats.norms import LayerNorm, NormsProfile, RunNorms
 
     rows = lambda norms: [LayerNorm(str(i), "layer", n, n, n, 1.0, 1) for i, n in enumerate(norms)]
     profile = NormsProfile(base="b", runs=[RunNorms(name, "p", "weights", rows(n)) for name, n in runs.items()])

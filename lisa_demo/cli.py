@@ -1,0 +1,94 @@
+"""``lisa-demo-train OUTDIR`` and ``lisa-demo-compare OUTDIR`` (also ``python -m lisa_demo train|compare``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="LISA alone: build the tiny model, train it with LISA through `axolotl train` (about a minute)",
+        description="Build the tiny offline model, train it with example_configs/tiny-lisa.yml through "
+        "`axolotl train`, and print which layers each interval trained and the optimizer state held.",
+    )
+    p.add_argument("out", type=Path, nargs="?", default=Path("runs/demo-train"), help="output folder (default: %(default)s)")
+
+
+def _add_compare_parser(sub) -> None:
+    from lisa_demo.end_to_end import DemoSettings
+
+    d = DemoSettings(out=Path("."))
+    p = sub.add_parser(
+        "compare",
+        help="end to end: fine-tune with LISA, LoRA and full through `axolotl train`, evaluate all with "
+        "`eval_harness compare`, write the leaderboard",
+        description="Everything runs locally on CPU; a re-run reuses finished stages. The benchmarks are "
+        "generated in the formats of the real ones (eval_harness.benchmarks), not copied.",
+    )
+    p.add_argument("out", type=Path, help="a new or empty folder (or one a previous demo made)")
+    p.add_argument("--pretrain-steps", type=_positive, default=d.pretrain_steps, help="default: %(default)s")
+    p.add_argument("--train-steps", type=_positive, default=d.train_steps, help="optimizer steps per method (default: %(default)s)")
+    p.add_argument("--train-examples", type=_positive, default=d.train_examples, help="default: %(default)s")
+    p.add_argument("--limit", type=_positive, default=d.limit, help="items per benchmark (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens, help="default: %(default)s")
+    p.add_argument("--jobs", type=_positive, default=d.jobs, help="`axolotl train` processes at once (default: %(default)s)")
+    p.add_argument("--judge-model", help="judge MT-Bench with this model (key from OPENAI_API_KEY); without it "
+                   "MT-Bench answers are generated and reported as not judged")
+    p.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint, e.g. a local vLLM: http://localhost:8000/v1")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+
+
+def _compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lisa_demo.data import MAX_TRAIN_EXAMPLES
+    from lisa_demo.end_to_end import DemoSettings, run_demo
+
+    if args.judge_model and not os.environ.get("OPENAI_API_KEY") and not args.judge_base_url:
+        parser.error("--judge-model needs the OPENAI_API_KEY environment variable (or --judge-base-url)")
+    if args.train_examples > MAX_TRAIN_EXAMPLES:
+        parser.error(f"--train-examples: got {args.train_examples}; at most {MAX_TRAIN_EXAMPLES} (the GSM8K-format "
+                     "test split is kept clear of that many training problems)")
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return run_demo(DemoSettings(
+        out=args.out, pretrain_steps=args.pretrain_steps, train_steps=args.train_steps,
+        train_examples=args.train_examples, limit=args.limit, max_new_tokens=args.max_new_tokens, jobs=args.jobs,
+        judge_model=args.judge_model, judge_base_url=args.judge_base_url, device=args.device,
+    ))
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "python -m lisa_demo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_compare_parser(sub)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "train":
+        from lisa_demo.train_only import run_train_demo
+
+        return run_train_demo(args.out)
+    return _compare_main(args, parser)
+
+
+def train_main() -> int:
+    """The ``lisa-demo-train`` console script."""
+    return main(["train", *sys.argv[1:]], prog="lisa-demo")
+
+
+def compare_main() -> int:
+    """The ``lisa-demo-compare`` (and ``lisa-demo``) console script."""
+    return main(["compare", *sys.argv[1:]], prog="lisa-demo")

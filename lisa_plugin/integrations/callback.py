@@ -1,0 +1,228 @@
+"""LISA as a ``transformers.TrainerCallback``: the trainer tells it when, ``LayerSwitcher`` does it.
+
+Use with a plain ``Trainer`` or TRL's ``SFTTrainer``::
+
+    from lisa_plugin import LISACallback
+    trainer = Trainer(model=model, args=args, train_dataset=ds)
+    LISACallback(n_layers=2, interval_steps=20).attach(trainer)
+    trainer.train()
+
+The keyword arguments are exactly the keys of the ``lisa:`` block (see ``LisaConfig``),
+strategy options included (``LISACallback(strategy="weighted", weights=[...])``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+from transformers.training_args import ParallelMode
+
+from lisa_plugin.config import LisaConfig
+from lisa_plugin.core import distributed
+from lisa_plugin.core.layers import find_decoder_layers, partition_parameters
+from lisa_plugin.core.switching import LayerSwitcher
+from lisa_plugin.manager import get_plugin_manager
+
+LOG = logging.getLogger("lisa_plugin")
+
+
+def uses_ddp(args) -> bool:
+    """Whether a transformers ``Trainer`` with these ``TrainingArguments`` wraps its model in DDP."""
+    return args.world_size > 1 and args.parallel_mode == ParallelMode.DISTRIBUTED
+
+
+def refuse_sharded_engines(args) -> None:
+    """Raise if the trainer runs DeepSpeed or FSDP, which LISA does not support (see README)."""
+    engine = None
+    if getattr(args, "deepspeed", None) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        engine = "DeepSpeed"
+    elif getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        engine = "FSDP"
+    if engine:
+        raise ValueError(
+            f"lisa: {engine} is not supported: it fixes which parameters it shards, reduces and "
+            "keeps optimizer state for when it wraps the model, while LISA changes the trainable "
+            "layers every interval. Train with DDP (`accelerate launch` with `distributed_type: "
+            "MULTI_GPU`, no deepspeed/fsdp) or on one GPU"
+        )
+
+
+
+class LISACallback(TrainerCallback, ExportableState):
+    """Samples ``n_layers`` decoder layers every ``interval_steps`` optimizer steps."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.config = LisaConfig(**settings)
+        self.switcher: LayerSwitcher | None = None
+        self._trainer = None
+        self._pending_metrics: dict[str, float] = {}
+        self.grad_sync: distributed.ActiveLayerGradSync | None = None  # multi-process only
+
+    def attach(self, trainer) -> "LISACallback":
+        """Add this callback to ``trainer`` so that switch metrics go through ``trainer.log``."""
+        self.bind(trainer)
+        trainer.add_callback(self)
+        return self
+
+    def bind(self, trainer) -> "LISACallback":
+        """Use ``trainer.log`` for switch metrics and, under DDP, prepare the model before it is wrapped.
+
+        For trainers that add the callback themselves (Axolotl); call before ``train()``.
+        """
+        self._trainer = trainer
+        self._prepare_for_ddp(trainer.args, trainer.model)
+        return self
+
+    # -- trainer events --------------------------------------------------------
+
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        # `Trainer(callbacks=[...])`: the model is not wrapped yet.
+        self._prepare_for_ddp(args, model)
+        return control
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        refuse_sharded_engines(args)
+        seed = self.config.seed if self.config.seed is not None else args.seed
+        self.switcher = LayerSwitcher(model, self.config, seed)
+        self.switcher.check_optimizer(optimizer)
+        if uses_ddp(args):
+            self._start_grad_sync(model)
+        gc_kwargs = args.gradient_checkpointing_kwargs or {}
+        if args.gradient_checkpointing and gc_kwargs.get("use_reentrant") and not self.config.train_embeddings:
+            # Reentrant checkpointing computes no parameter gradients for a segment whose
+            # inputs need none, and with E frozen nothing below the first active layer does.
+            LOG.warning(
+                "lisa: train_embeddings is false with reentrant gradient checkpointing; enabling "
+                "input gradients so active layers still train. Set "
+                "gradient_checkpointing_kwargs: {use_reentrant: false} to skip that backward work."
+            )
+            model.enable_input_require_grads()
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if state.global_step > 0 and isinstance(saved, dict) and saved.get("attributes", {}).get("history"):
+            self.switcher.restore(saved["attributes"]["history"])
+        self._switch(self.switcher.interval_of(state.global_step), args, state, control, optimizer)
+        return control
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        step = state.global_step  # optimizer steps done; the next step to run has this index
+        if step < state.max_steps and step % self.config.interval_steps == 0:
+            self._switch(self.switcher.interval_of(step), args, state, control, optimizer)
+        return control
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # The signal of gradient-driven strategies (adaptive); a no-op for the others.
+        if self.switcher is not None:
+            self.switcher.record_gradient_norms()
+        return control
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        # The trainer clears `should_log` at every step begin; keep asking until it logs.
+        if self._pending_metrics:
+            control.should_log = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Fallback when the trainer was not attached: ride on the trainer's next log call.
+        if self._pending_metrics and logs is not None:
+            logs.update(self._pending_metrics)
+            if state.log_history:
+                state.log_history[-1].update(self._pending_metrics)
+            self._pending_metrics = {}
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self._write_history(args, state, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        self._write_history(args, state, args.output_dir)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write_history(args, state, args.output_dir)
+        if self.grad_sync is not None:
+            self.grad_sync.remove()
+        return control
+
+    # -- state saved in checkpoints (trainer_state.json) -------------------------
+
+    def state(self) -> dict:
+        return {
+            "args": self.config.model_dump(),
+            "attributes": {"history": self.switcher.history.to_json() if self.switcher else None},
+        }
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _prepare_for_ddp(self, args, model) -> None:
+        refuse_sharded_engines(args)
+        if model is None or not uses_ddp(args):
+            return
+        layers = find_decoder_layers(model, self.config.layers_path, get_plugin_manager())
+        always = partition_parameters(model, layers).always_trainable(
+            self.config.train_embeddings, self.config.train_head
+        )
+        distributed.exclude_from_ddp(model, always)
+
+    def _start_grad_sync(self, model) -> None:
+        from accelerate.state import GradientState
+
+        ignored = distributed.ddp_ignored_parameters(model)
+        if not ignored:
+            raise ValueError(
+                "lisa: under DDP, LISACallback must see the model before the trainer wraps it: use "
+                "`LISACallback(...).attach(trainer)` or `Trainer(callbacks=[LISACallback(...)])` "
+                "before `trainer.train()`"
+            )
+        # DDP neither broadcast these at wrap time nor reduces them: both are ours to do.
+        distributed.broadcast_parameters(ignored)
+        ours = {id(p) for p in ignored}
+        if not self.switcher.trainable_parameters([]):
+            # E and H both frozen: DDP kept one tensor only to accept the model; idle it and sync everything.
+            if self._trainer is None or self._trainer.model_wrapped is model:
+                raise ValueError(
+                    "lisa: train_embeddings and train_head both false under DDP needs "
+                    "`LISACallback(...).attach(trainer)` (the callback then takes over all gradient syncing)"
+                )
+            distributed.disable_ddp_reducer(self._trainer.model_wrapped)
+            ours = {id(p) for p in model.parameters()}
+        switcher = self.switcher
+        self.grad_sync = distributed.ActiveLayerGradSync(
+            params=lambda: [p for p in switcher.trainable_parameters(switcher.active or []) if id(p) in ours],
+            should_sync=lambda: GradientState().sync_gradients,
+        ).install(model)
+
+    def _switch(self, switch_index, args, state, control, optimizer) -> None:
+        event = self.switcher.activate(switch_index, optimizer)
+        metrics = event.metrics()
+        if self._trainer is not None:
+            # trainer.log clears `should_log`; keep the trainer's own loss line for this step.
+            should_log = control.should_log
+            self._trainer.log(metrics)
+            control.should_log = should_log
+        else:
+            self._pending_metrics = metrics
+        self._write_history(args, state, args.output_dir)
+
+    def _write_history(self, args, state, output_dir: str) -> None:
+        if self.switcher is None or not state.is_world_process_zero:
+            return
+        if os.path.isdir(output_dir) or output_dir == args.output_dir:
+            self.switcher.history.write(output_dir)
+
+
+def _signature_from_config() -> inspect.Signature:
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for name, field in LisaConfig.model_fields.items():
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=field.annotation)
+        )
+    # the selected strategy's own keys (weights=..., adaptive_decay=...), checked by its options model
+    params.append(inspect.Parameter("strategy_options", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+# `help(LISACallback)` and IDEs show the lisa: keys, taken from the one place that defines them.
+LISACallback.__init__.__signature__ = _signature_from_config()

@@ -1,0 +1,366 @@
+"""Predict peak training memory of full fine-tuning, LoRA and LISA, component by component.
+
+    python -m lisa_plugin.tools.memory llama-2-7b --dtype bf16 --batch 1 --seq 1024 --gamma 2 --rank 128
+    python -m lisa_plugin.tools.memory path/to/config.json --json
+    lisa-memory --list
+
+Like ``accelerate estimate-memory`` but for all three methods, and with activations. The model is
+a ``config.json`` (or a folder holding one) or a built-in shape (``--list``). Components:
+
+* weights: every parameter, in ``--dtype`` (LoRA adds its adapters in float32, as peft does);
+* gradients: one per trainable parameter, in its dtype;
+* optimizer: torch AdamW, two moments like the parameter plus a 4-byte step per tensor;
+* activations: tensors autograd keeps for backward, from the per-layer formula in
+  :func:`activation_bytes` (documented there), plus the loss over the vocabulary.
+
+LISA's trainable set is E + H + gamma decoder layers (``optimizer_state: release``: the state of
+layers switched off is freed, so the bound holds for the whole run). The prediction is a sum of
+tensors; allocator caching, the CUDA context (~0.5-1 GB) and fragmentation come on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
+METHODS = ("full", "lora", "lisa")
+ADAM_STEP_BYTES = 4  # torch AdamW's `step`: a float32 scalar tensor per parameter
+LORA_DTYPE_BYTES = 4  # peft keeps adapters in float32 (autocast_adapter_dtype=True)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the planner needs of a decoder-only LM."""
+
+    name: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    tie_embeddings: bool = False
+    gated_mlp: bool = True  # Llama/Mistral: gate, up, down; GPT-2: fc, proj
+    layer_norm_bias: bool = False  # LayerNorm (weight + bias) vs RMSNorm (weight)
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    learned_positions: int = 0  # GPT-2's wpe rows
+    head_dim: int | None = None
+
+    @property
+    def dim_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.dim_head
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.dim_head
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of each linear layer of one decoder layer: LoRA's ``all-linear`` targets."""
+        h, i = self.hidden_size, self.intermediate_size
+        if self.gated_mlp:
+            return [(h, self.q_dim), (h, self.kv_dim), (h, self.kv_dim), (self.q_dim, h), (h, i), (h, i), (i, h)]
+        return [(h, self.q_dim + 2 * self.kv_dim), (self.q_dim, h), (h, i), (i, h)]  # GPT-2 fuses q, k, v
+
+    def layer_params(self) -> int:
+        h = self.hidden_size
+        weights = sum(a * b for a, b in self.linear_shapes())
+        norms = 2 * h * (2 if self.layer_norm_bias else 1)
+        bias = 0
+        if self.attention_bias:
+            bias += self.q_dim + 2 * self.kv_dim + h
+        if self.mlp_bias:
+            bias += sum(out for _, out in self.linear_shapes()[-(3 if self.gated_mlp else 2):])
+        return weights + norms + bias
+
+    def embedding_params(self) -> int:
+        return (self.vocab_size + self.learned_positions) * self.hidden_size
+
+    def head_params(self) -> int:
+        """LM head (unless tied to the embeddings) and the final norm."""
+        norm = self.hidden_size * (2 if self.layer_norm_bias else 1)
+        return norm + (0 if self.tie_embeddings else self.vocab_size * self.hidden_size)
+
+    def embedding_tensors(self) -> int:
+        return 1 + bool(self.learned_positions)
+
+    def head_tensors(self) -> int:
+        return (2 if self.layer_norm_bias else 1) + (0 if self.tie_embeddings else 1)
+
+    def total_params(self) -> int:
+        return self.embedding_params() + self.head_params() + self.num_layers * self.layer_params()
+
+    def tensors_per_layer(self) -> int:
+        linear = len(self.linear_shapes())
+        norms = 2 * (2 if self.layer_norm_bias else 1)
+        bias = (4 if self.gated_mlp else 2) * self.attention_bias + (3 if self.gated_mlp else 2) * self.mlp_bias
+        return linear + norms + bias
+
+
+def _llama(name, vocab, hidden, layers, heads, kv, inter, **kw) -> ModelShape:
+    return ModelShape(name, vocab, hidden, layers, heads, kv, inter, **kw)
+
+
+BUILTIN_SHAPES: dict[str, ModelShape] = {
+    s.name: s
+    for s in (
+        _llama("llama-2-7b", 32000, 4096, 32, 32, 32, 11008),
+        _llama("llama-2-13b", 32000, 5120, 40, 40, 40, 13824),
+        _llama("llama-2-70b", 32000, 8192, 80, 64, 8, 28672),
+        _llama("mistral-7b", 32000, 4096, 32, 32, 8, 14336),
+        _llama("tinyllama-1.1b", 32000, 2048, 22, 32, 4, 5632),
+        ModelShape("gpt2", 50257, 768, 12, 12, 12, 3072, tie_embeddings=True, gated_mlp=False,
+                   layer_norm_bias=True, attention_bias=True, mlp_bias=True, learned_positions=1024),
+    )
+}
+
+
+def shape_from_config(config: dict, name: str = "config.json") -> ModelShape:
+    """A ``ModelShape`` from a Hugging Face ``config.json`` (Llama-like or GPT-2 layouts)."""
+    model_type = config.get("model_type", "")
+    if model_type == "gpt2" or "n_embd" in config:
+        hidden = config["n_embd"]
+        return ModelShape(
+            name, config["vocab_size"], hidden, config["n_layer"], config["n_head"], config["n_head"],
+            config.get("n_inner") or 4 * hidden, tie_embeddings=config.get("tie_word_embeddings", True),
+            gated_mlp=False, layer_norm_bias=True, attention_bias=True, mlp_bias=True,
+            learned_positions=config.get("n_positions", 1024),
+        )
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ValueError(
+            f"{name}: missing {', '.join(missing)} (model_type {model_type!r}); expected a Llama-like "
+            f"config with {', '.join(required)}, or a GPT-2 config with n_embd/n_layer/n_head"
+        )
+    return ModelShape(
+        name, config["vocab_size"], config["hidden_size"], config["num_hidden_layers"],
+        config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"],
+        config["intermediate_size"], tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        attention_bias=bool(config.get("attention_bias", model_type == "qwen2")),
+        mlp_bias=bool(config.get("mlp_bias", False)), head_dim=config.get("head_dim"),
+    )
+
+
+def resolve_model(model: str) -> ModelShape:
+    """A built-in name (case-insensitive), a ``config.json`` path, or a folder holding one."""
+    key = model.lower()
+    if key in BUILTIN_SHAPES:
+        return BUILTIN_SHAPES[key]
+    path = Path(model)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        return shape_from_config(json.loads(path.read_text()), str(path))
+    from lisa_formats.suggest import did_you_mean
+
+    raise ValueError(
+        f"model: {model!r} is neither a built-in shape nor a config.json/folder.{did_you_mean(key, BUILTIN_SHAPES)} "
+        f"Available: {', '.join(BUILTIN_SHAPES)}"
+    )
+
+
+@dataclass
+class Plan:
+    """Predicted peak bytes of one method, by component."""
+
+    method: str
+    model: str
+    dtype: str
+    total_params: int
+    trainable_params: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+@dataclass(frozen=True)
+class Settings:
+    dtype: str = "bf16"
+    batch: int = 1
+    seq: int = 1024
+    gamma: int = 2
+    rank: int = 128
+    gradient_checkpointing: bool = False
+    train_embeddings: bool = True
+    train_head: bool = True
+
+
+def lora_params(shape: ModelShape, rank: int) -> tuple[int, int]:
+    """(parameters, tensors) of LoRA adapters of ``rank`` on every linear layer of every decoder layer."""
+    per_layer = sum(rank * (a + b) for a, b in shape.linear_shapes())
+    return shape.num_layers * per_layer, shape.num_layers * 2 * len(shape.linear_shapes())
+
+
+def activation_bytes(shape: ModelShape, s: Settings) -> int:
+    """Bytes autograd saves for backward in one forward pass (the peak is at the start of backward).
+
+    Per token and decoder layer, in elements of ``dtype`` (eager/SDPA attention, no s x s matrix):
+
+    * each norm: its input and the normalised output (2 x 2h) plus a float32 copy of the input when
+      the dtype is not float32 (RMSNorm upcasts);
+    * attention: q, k, v after RoPE (q_dim + 2 kv_dim), the attention output and its reshaped copy
+      fed to the output projection (2 q_dim);
+    * MLP: gated: gate, up, act(gate), act*up (4 i); GPT-2: fc output, GELU output and the four
+      intermediates of its tanh approximation, written out in Python (6 i).
+
+    The head keeps the final norm (2h), the logits (in ``dtype``, plus a float32 copy when the
+    dtype is not float32: the loss upcasts) and the float32 log-softmax.
+    With gradient checkpointing a layer keeps only its input (h) and one layer is recomputed at a time.
+    Checked against :func:`measure_saved_activation_bytes` in ``tests/lisa_plugin/test_memory.py``.
+    LoRA and LISA keep about as much: a frozen layer between the loss and a trainable one still
+    needs its activations to pass the gradient down, and with E trainable every layer is such a one.
+    """
+    b = DTYPE_BYTES[s.dtype]
+    h, i = shape.hidden_size, shape.intermediate_size
+    upcast = 0 if b == 4 else 2 * h * 4 // b  # float32 copies of the two norm inputs, in dtype elements
+    layer = 4 * h + upcast + shape.q_dim + 2 * shape.kv_dim + 2 * shape.q_dim + (4 if shape.gated_mlp else 6) * i
+    tokens = s.batch * s.seq
+    head = tokens * (2 * h * b + shape.vocab_size * (b + 4 + 4 if b != 4 else 8))
+    if s.gradient_checkpointing:
+        return tokens * (shape.num_layers * h + layer) * b + head
+    return tokens * shape.num_layers * layer * b + head
+
+
+def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Plan:
+    s = settings or Settings()
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; expected one of {', '.join(METHODS)}")
+    if s.dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype: unknown {s.dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
+    b = DTYPE_BYTES[s.dtype]
+    total = shape.total_params()
+    weights = total * b
+    activations = activation_bytes(shape, s)
+    if method == "full":
+        trainable = total
+        tensors = shape.embedding_tensors() + shape.head_tensors() + shape.num_layers * shape.tensors_per_layer()
+        grads, state = trainable * b, 2 * trainable * b + ADAM_STEP_BYTES * tensors
+    elif method == "lora":
+        trainable, tensors = lora_params(shape, s.rank)
+        weights += trainable * LORA_DTYPE_BYTES
+        grads = trainable * LORA_DTYPE_BYTES
+        state = 2 * trainable * LORA_DTYPE_BYTES + ADAM_STEP_BYTES * tensors
+        # Each adapter keeps its rank-r intermediate (x A) for the gradient of B.
+        activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * LORA_DTYPE_BYTES
+    else:
+        if not 1 <= s.gamma <= shape.num_layers:
+            raise ValueError(f"gamma: {s.gamma} is not in 1..{shape.num_layers} (decoder layers of {shape.name})")
+        e = shape.embedding_params() if s.train_embeddings else 0
+        hd = shape.head_params() if s.train_head else 0
+        if shape.tie_embeddings and s.train_head and not s.train_embeddings:
+            hd += shape.vocab_size * shape.hidden_size  # the tied table is H too (head_params counts it in E)
+        trainable = e + hd + s.gamma * shape.layer_params()
+        tensors = (s.gamma * shape.tensors_per_layer() + (shape.embedding_tensors() if s.train_embeddings else 0)
+                   + (shape.head_tensors() if s.train_head else 0))
+        grads, state = trainable * b, 2 * trainable * b + ADAM_STEP_BYTES * tensors
+    return Plan(method, shape.name, s.dtype, total, trainable, weights, grads, state, activations)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.2f}"
+
+
+def table(plans: list[Plan]) -> str:
+    lines = [
+        "| method | trainable params | weights (GB) | gradients (GB) | optimizer (GB) | activations (GB) | total (GB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in plans:
+        lines.append(
+            f"| {p.method} | {p.trainable_params:,} | {_gb(p.weights)} | {_gb(p.gradients)} | "
+            f"{_gb(p.optimizer)} | {_gb(p.activations)} | {_gb(p.total)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lisa-memory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", help="built-in shape name or path to config.json / its folder")
+    parser.add_argument("--list", action="store_true", help="list the built-in shapes")
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPE_BYTES))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--gamma", type=int, default=2, help="LISA: decoder layers trainable at a time")
+    parser.add_argument("--rank", type=int, default=128, help="LoRA rank (all linear layers)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--no-train-embeddings", action="store_true", help="LISA: freeze E")
+    parser.add_argument("--no-train-head", action="store_true", help="LISA: freeze H")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, shape in BUILTIN_SHAPES.items():
+            print(f"{name}: {shape.total_params():,} parameters, {shape.num_layers} layers")
+        return 0
+    if not args.model:
+        parser.error("model: expected a built-in shape name (see --list) or a config.json path")
+    try:
+        shape = resolve_model(args.model)
+        settings = Settings(args.dtype, args.batch, args.seq, args.gamma, args.rank, args.gradient_checkpointing,
+                            not args.no_train_embeddings, not args.no_train_head)
+        plans = [plan(shape, m.strip(), settings) for m in args.methods.split(",") if m.strip()]
+    except ValueError as exc:
+        print(f"lisa-memory: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"model": asdict(shape), "settings": asdict(settings),
+                          "plans": [p.to_json() for p in plans]}, indent=2))
+        return 0
+    gc = "on" if settings.gradient_checkpointing else "off"
+    print(f"{shape.name}: {shape.total_params():,} parameters, {shape.num_layers} layers; {settings.dtype}, "
+          f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}, "
+          f"gradient checkpointing {gc}")
+    print(table(plans))
+    print("Sums of tensors (1 GB = 1e9 bytes); add the CUDA context and allocator slack (~1-2 GB).")
+    return 0
+
+
+
+def measure_saved_activation_bytes(model, input_ids) -> int:
+    """Bytes of the tensors autograd saves for backward in one forward pass with loss (measured).
+
+    Every tensor saved for backward passes through ``torch.autograd.graph.saved_tensors_hooks``;
+    their storages are counted once each (views and tensors saved by several ops share one) and
+    parameter storages are left out (they are weights, not activations).
+    """
+    import torch
+
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in param_ptrs:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=input_ids, labels=input_ids).loss
+    del loss
+    return sum(storages.values())
+
+
+def cli() -> None:
+    """Console entry point ``lisa-memory``."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    cli()
