@@ -37,6 +37,32 @@ def _fewshot(text: str) -> tuple[str, int]:
     return task, int(shots)
 
 
+def _formats(text: str) -> list[str]:
+    from eval_harness.report import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--format ")) from None
+
+
+def _add_report_options(group) -> None:
+    """The leaderboard's options: one definition for ``compare`` (which ends by writing it) and ``report``."""
+    from eval_harness.report import FORMATS
+    from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+
+    group.add_argument("--format", dest="formats", type=_formats, default=",".join(FORMATS), metavar="FORMATS",
+                       help="leaderboard files to write, a comma-separated subset of %(default)s (index.html, "
+                       "leaderboard.md, leaderboard.csv, results.json; default: all)")
+    group.add_argument("--baseline", metavar="RUN",
+                       help="the run the Δ column is measured against (default: the LoRA run)")
+    group.add_argument("--resamples", type=_positive, default=DEFAULT_RESAMPLES,
+                       help="bootstrap resamples for intervals and paired tests (default: %(default)s)")
+    group.add_argument("--seed", type=_non_negative, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+    group.add_argument("--norms", type=Path, help="a norms.json from `lisa-plugin norms` (default: RUNS_DIR/norms.json, "
+                       "RUNS_DIR/norms/norms.json or norms.json in a run dir, when present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval_harness", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +104,7 @@ def _add_compare_parser(sub) -> None:
     meta.add_argument("--set", dest="run_settings", action="append", default=[], metavar="RUN:KEY=VALUE",
                       help="override one of a run's settings, e.g. lisa:gamma=2; repeatable")
     meta.add_argument("--base-model", help="the base model all runs must share (default: the most common one)")
+    _add_report_options(p.add_argument_group("leaderboard (the same options as `report`)"))
 
 
 def _add_evaluation_options(gen) -> None:
@@ -91,14 +118,40 @@ def _add_evaluation_options(gen) -> None:
     gen.add_argument("--batch-size", type=_batch_size, help="integer or 'auto' (default: auto on GPU, 1 on CPU)")
     gen.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: %(default)s)")
     gen.add_argument("--device", help="cuda, cuda:N, cpu, mps (default: cuda when available)")
-    gen.add_argument("--max-new-tokens", type=_positive, default=1024)
+    gen.add_argument("--max-new-tokens", type=_positive, metavar="N",
+                     help="new tokens per answer for every generating benchmark (default: each one's own: "
+                     "lm-eval's 256 for GSM8K, FastChat's 1024 for MT-Bench)")
     gen.add_argument("--template", help="conversation template for MT-Bench answers (default: the model's own)")
+
+    def variant(text: str) -> tuple[str, str]:
+        from eval_harness.benchmarks import get_benchmark
+
+        name, sep, chosen = text.partition("=")
+        try:
+            if not sep or not chosen:
+                raise LookupError(f"expected BENCHMARK=VARIANT, got {text!r}")
+            get_benchmark(name).variant(chosen)
+        except LookupError as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip("'\"")) from None
+        return name, chosen
+
+    choices = "; ".join(f"{n}={v.name}" for n in registered() for v in benchmark_for(n).variants)
+    gen.add_argument("--variant", dest="variants", action="append", default=[], type=variant,
+                     metavar="BENCHMARK=NAME", help="score a benchmark another way than lm-eval's stock task "
+                     f"(the default, 'stock'); repeatable. Available: {choices} (see the README)")
+    gen.add_argument("--apply-chat-template", nargs="?", const=True, default=False, metavar="NAME",
+                     help="lm-eval tasks: prompt through the tokenizer's chat template (or the one named NAME)")
+    gen.add_argument("--fewshot-as-multiturn", action="store_true",
+                     help="with --apply-chat-template: each few-shot exemplar as its own user/assistant turn")
+
+
+def _fewshot_as_multiturn(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
+    if args.fewshot_as_multiturn and not args.apply_chat_template:
+        parser.error("--fewshot-as-multiturn: needs --apply-chat-template (exemplars become chat turns)")
+    return args.fewshot_as_multiturn
 
 
 def _add_report_parser(sub) -> None:
-    from eval_harness.report import FORMATS
-    from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
-
     p = sub.add_parser(
         "report",
         help="rebuild the leaderboard (HTML, Markdown, CSV, JSON) from stored results; evaluates nothing",
@@ -108,32 +161,23 @@ def _add_report_parser(sub) -> None:
     p.add_argument("runs_dir", type=Path, help="the RUNS_DIR given to compare (or its report dir itself)")
     p.add_argument("--output", type=Path, help="where to write the report (default: the results dir)")
     p.add_argument("--results", type=Path, help="compare's --output, holding the stored results (default: RUNS_DIR/report)")
-    p.add_argument("--format", default=",".join(FORMATS), help="comma-separated subset of %(default)s")
     p.add_argument("--mt-bench-dir", type=Path, help="folder with MT-Bench's question.jsonl, for the categories "
                    "(default: the one compare used)")
-    p.add_argument("--norms", type=Path, help="a norms.json from `lisa-plugin norms` (default: RUNS_DIR/norms.json, "
-                   "RUNS_DIR/norms/norms.json or norms.json in a run dir, when present)")
-    p.add_argument("--baseline", metavar="RUN", help="the run relative gains are computed against (default: the LoRA run)")
-    p.add_argument("--resamples", type=_positive, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+    _add_report_options(p.add_argument_group("leaderboard (the same options as `compare`)"))
 
 
 def report_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from eval_harness.discovery import is_report_dir
-    from eval_harness.report import ReportInputError, parse_formats, publish
+    from eval_harness.report import ReportInputError, publish
 
     if not args.runs_dir.is_dir():
         parser.error(f"runs dir {args.runs_dir}: not a directory")
-    try:
-        formats = parse_formats(args.format)
-    except ValueError as exc:
-        parser.error(str(exc))
     results = args.results or (args.runs_dir if is_report_dir(args.runs_dir) else args.runs_dir / "report")
     if not results.is_dir():
         parser.error(f"results dir {results}: not a directory; run `python -m eval_harness compare {args.runs_dir}` "
                      "first, or pass --results DIR (compare's --output)")
     try:
-        written = publish(results, args.output, formats, runs_dir=args.runs_dir, mt_bench_dir=args.mt_bench_dir,
+        written = publish(results, args.output, args.formats, runs_dir=args.runs_dir, mt_bench_dir=args.mt_bench_dir,
                           norms=args.norms, baseline=args.baseline, resamples=args.resamples, seed=args.seed)
     except (ReportInputError, OSError) as exc:
         print(f"report: {exc}", file=sys.stderr)
@@ -167,7 +211,7 @@ def _forward_demo(argv: list[str]) -> int:
     # which imports eval_harness, so it is run here, never imported
     sys.argv = ["python -m eval_harness demo", "compare", *argv]
     try:
-        runpy.run_module("lisa_demo", run_name="__main__", alter_sys=True)
+        runpy.run_module("lisa_demo", run_name="__main__")  # sys.argv[0] stays: the demo's help names this command
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return 0
@@ -208,11 +252,17 @@ def compare_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
         mt_bench_dir=args.mt_bench_dir, fewshot=_fewshot_settings(args),
         batch_size=args.batch_size or ("auto" if device.startswith("cuda") else "1"), dtype=args.dtype,
         device=device, max_new_tokens=args.max_new_tokens, template=args.template, base_model=args.base_model,
+        variants=dict(args.variants), apply_chat_template=args.apply_chat_template,
+        fewshot_as_multiturn=_fewshot_as_multiturn(args, parser),
         methods=methods, run_settings=run_settings,
+        baseline=args.baseline, resamples=args.resamples, seed=args.seed, formats=args.formats, norms=args.norms,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lisa_formats.quiet import quiet_third_party
+
+    quiet_third_party()  # third-party log lines that mislead on CPU; see lisa_formats.quiet
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["demo"]:
         return _forward_demo(argv[1:])

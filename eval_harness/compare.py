@@ -14,11 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from lisa_formats.suggest import unknown
+
 from eval_harness import report
 from eval_harness.benchmarks import DEFAULT_TASKS, MT_BENCH, DataError, benchmark_for
 from eval_harness.benchmarks.mt_bench import resolve_dir as resolve_mt_bench_dir
-from eval_harness.discovery import Discovery, discover_runs, weights_fingerprint
-from eval_harness.lm_eval_runner import LmEvalTask, check_task_names, evaluate_task, load_lm, prepare_tasks, task_manager
+from eval_harness.discovery import RUN_LAYOUT, VANILLA, Discovery, discover_runs, weights_fingerprint
+from eval_harness.lm_eval_runner import (EvalOptions, LmEvalTask, cache_key, check_task_names, evaluate_task, load_lm,
+                                         prepare_tasks, task_manager)
+from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from eval_harness.report.summary import format_metrics
 from eval_harness.results import Metric, ResultStore, RunOutcome, TaskResult
 
@@ -44,11 +48,21 @@ class CompareSettings:
     batch_size: str = "1"
     dtype: str = "auto"
     device: str = "cpu"
-    max_new_tokens: int = 1024
+    max_new_tokens: int | None = None  # None: each benchmark's own (lm-eval's task: GSM8K 256; MT-Bench: 1024)
+    variants: dict[str, str] = field(default_factory=dict)  # benchmark -> named variant; unset: lm-eval's stock task
+    apply_chat_template: bool | str = False  # lm-eval prompts through the tokenizer's chat template (or the named one)
+    fewshot_as_multiturn: bool = False  # with a chat template: each exemplar its own user/assistant turn
     template: str | None = None
     base_model: str | None = None
     methods: dict[str, str] = field(default_factory=dict)
     run_settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the leaderboard compare ends with: the options of `report`, with its defaults
+    baseline: str | None = None  # the run the Δ column is measured against (None: the LoRA run)
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+    formats: list[str] = field(default_factory=lambda: list(report.FORMATS))
+    norms: Path | None = None
+    origin: str | None = None  # "demo" when lisa-demo-compare runs it: the page then says what a demo can show
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -56,6 +70,9 @@ class CompareSettings:
     @property
     def resolved_mt_bench_dir(self) -> Path | None:
         return resolve_mt_bench_dir(self.mt_bench_dir, self.data_dir)
+
+    def lm_eval_options(self) -> EvalOptions:
+        return EvalOptions(self.variants, self.max_new_tokens, self.apply_chat_template, self.fewshot_as_multiturn)
 
 
 class _ModelLoadError(RuntimeError):
@@ -93,10 +110,28 @@ class Comparison:
 
     # ----------------------------------------------------------------- the run
 
+    def nothing_to_do(self) -> str | None:
+        """Why nothing can be evaluated (no run, no usable run, a --baseline naming no run), or None.
+
+        Discovers the runs; it reads the runs folder only, so a refusal leaves every file as it was."""
+        self._discover()
+        s, runs = self.settings, self.discovery.runs
+        if not any(run.name != VANILLA for run in runs):
+            return (f"no Axolotl run found under {s.runs_dir}: expected it, or folders in it, to be Axolotl output "
+                    f"dirs holding {RUN_LAYOUT}; nothing was evaluated or written")
+        if not any(run.ok for run in runs if run.name != VANILLA):
+            return (f"no run under {s.runs_dir} can be evaluated: every run found has an error (listed above); "
+                    "nothing was evaluated or written")
+        names = [run.name for run in runs]
+        if s.baseline is not None and s.baseline not in names:
+            return f"--baseline: {unknown('run', s.baseline, names)}; nothing was evaluated or written"
+        return None
+
     def run(self) -> int:
         s = self.settings
+        if self.discovery is None:
+            self._discover()
         s.output.mkdir(parents=True, exist_ok=True)
-        self._discover()
         lm_tasks, manager = self._prepare_lm_eval_tasks()
         self.write_report()
         todo = [(o, t) for o in self.outcomes if o.run.ok for t in s.tasks]
@@ -157,8 +192,6 @@ class Comparison:
             for error in run.errors:
                 self.say(f"  ERROR {error}; not evaluated")
                 self.problems.append(f"run {run.name}: {error}")
-        if not any(run.ok for run in self.discovery.runs):
-            self.problem(f"{s.runs_dir}: no run to evaluate")
 
     def _prepare_lm_eval_tasks(self) -> tuple[dict[str, LmEvalTask], Any]:
         s = self.settings
@@ -168,8 +201,8 @@ class Comparison:
         tasks: list[LmEvalTask] = []
         for name in names:
             try:
-                tasks += prepare_tasks([name], s.output, s.data_dir, s.fewshot)[0]
-            except (DataError, OSError) as exc:
+                tasks += prepare_tasks([name], s.output, s.data_dir, s.fewshot, s.lm_eval_options())[0]
+            except (DataError, OSError, LookupError, ValueError) as exc:
                 self.problem(f"task {name}: {exc}", f"task {name}: {exc}; not evaluated")
         manager = task_manager(s.output / "tasks")
         for error in check_task_names(tasks, manager):
@@ -196,7 +229,7 @@ class Comparison:
 
     def _lm_eval(self, outcome: RunOutcome, task: LmEvalTask, manager, lm, prefix: str):
         s, run = self.settings, outcome.run
-        key = {**self._cache_key(outcome), "data": task.data, "num_fewshot": task.num_fewshot}
+        key = {**self._cache_key(outcome), **cache_key(task, manager)}
         if self._reuse(outcome, task.name, key):
             self.say(f"{prefix}: done before ({self.store.result_path(run.name, task.name)}), skipped")
             return lm
@@ -208,7 +241,7 @@ class Comparison:
                 raise _ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}") from exc
         self.say(f"{prefix}: evaluating ({task.num_fewshot}-shot, limit {s.limit or 'none'})")
         result = evaluate_task(
-            lm, run.name, task, manager, limit=s.limit, max_new_tokens=s.max_new_tokens,
+            lm, run.name, task, manager, limit=s.limit, max_new_tokens=task.max_new_tokens,
             samples_path=self.store.samples_path(run.name, task.name), settings=key,
         )
         self.store.save(result)
@@ -222,6 +255,7 @@ class Comparison:
         from eval_harness.mt_bench import JudgeSettings, run_mt_bench
 
         mt_bench_dir = s.resolved_mt_bench_dir
+        budget = s.max_new_tokens if s.max_new_tokens is not None else benchmark_for(MT_BENCH).max_new_tokens
         judge = (
             JudgeSettings(model=s.judge_model, base_url=s.judge_base_url, repeats=s.judge_repeats,
                           concurrency=s.judge_concurrency)
@@ -230,7 +264,7 @@ class Comparison:
         key = {
             **self._cache_key(outcome), "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
             "judge": {"model": s.judge_model, "base_url": s.judge_base_url, "repeats": s.judge_repeats},
-            "template": s.template, "pairwise_baseline": s.pairwise_baseline,
+            "template": s.template, "pairwise_baseline": s.pairwise_baseline, "max_new_tokens": budget,
         }
         baseline_answers = self._baseline_answers(run.name) if judge else None
         if self._reuse(outcome, MT_BENCH, key):
@@ -241,7 +275,7 @@ class Comparison:
         summary = run_mt_bench(
             model_id=run.name, model_path=run.model_path, adapter_path=run.adapter_path,
             out_dir=s.output / MT_BENCH, mt_bench_dir=mt_bench_dir, judge=judge, limit=s.limit,
-            template=s.template, max_new_tokens=s.max_new_tokens, device=s.device, dtype=s.dtype,
+            template=s.template, max_new_tokens=budget, device=s.device, dtype=s.dtype,
             batch_size=s.batch_size, pairwise_baseline=baseline_answers,
         )
         result = _mt_bench_result(run.name, summary, key, time.time() - start)
@@ -269,7 +303,7 @@ def _mt_bench_result(run_name: str, summary: dict[str, Any], key: dict[str, Any]
     }
     return TaskResult(
         run=run_name, task=MT_BENCH, metrics=metrics,
-        n_samples={"original": None, "effective": summary.get("n_questions")},
+        n_samples={"original": (summary.get("subset") or {}).get("of"), "effective": summary.get("n_questions")},
         settings=key, seconds=round(seconds, 2),
         files={k: str(summary[k]) for k in ("answers_file", "judgment_file") if summary.get(k)},
         details=summary,
@@ -297,9 +331,9 @@ def _publish_report(comparison: Comparison) -> None:
     A report that cannot be built is a problem to mention, never a reason to lose the results."""
     s = comparison.settings
     try:
-        written = report.publish(s.output, runs_dir=s.runs_dir, mt_bench_dir=s.resolved_mt_bench_dir,
-                                 baseline=s.pairwise_baseline)
-        comparison.say(f"report: {written['html']}")
+        written = report.publish(s.output, formats=s.formats, runs_dir=s.runs_dir, mt_bench_dir=s.resolved_mt_bench_dir,
+                                 norms=s.norms, baseline=s.baseline, resamples=s.resamples, seed=s.seed)
+        comparison.say(f"report: {', '.join(str(path) for path in written.values())}")
     except Exception as exc:  # noqa: BLE001 - the evaluation results are already safe on disk
         comparison.problems.append(f"report: {type(exc).__name__}: {exc}")
         comparison.say(f"PROBLEM report not written: {type(exc).__name__}: {exc}")
@@ -308,9 +342,13 @@ def _publish_report(comparison: Comparison) -> None:
 def compare(settings: CompareSettings, out: TextIO | None = None, log: TextIO | None = None) -> int:
     """Run the comparison; print the summary table on ``out`` (stdout) and progress on ``log``
     (stderr); return the exit status (0: everything evaluated, 1: something was skipped or
-    failed, 130: interrupted)."""
+    failed, 2: nothing to evaluate, nothing written, 130: interrupted)."""
     out = out or sys.stdout
     comparison = Comparison(settings, log)
+    refusal = comparison.nothing_to_do()
+    if refusal:  # before any download and before the output dir exists
+        print(f"compare: {refusal}", file=comparison.log, flush=True)
+        return 2
     try:
         status = comparison.run()
     except KeyboardInterrupt:

@@ -6,7 +6,9 @@ model is named in ``adapter_config.json``. The method (LISA / LoRA / Full) and i
 settings come from the Axolotl config that Axolotl saves twice: as a YAML block in the
 model card ``README.md`` and as JSON in ``debug.log``. Training facts (loss curve,
 runtime, memory, trainable parameters) come from whichever of ``trainer_state.json``,
-``debug.log`` and ``lisa_history.json`` exist.
+``debug.log``, ``lisa_history.json`` and ``run_resources.json`` exist. Peak memory says what
+it measured (:data:`MEMORY_KINDS`): the trainer's GPU figure when it logged one, else the
+peak ``lisa-plugin train`` measured around the training process (on CPU the trainer logs zeros).
 
 Nothing here loads a model: weights are checked by reading safetensors headers, so
 a broken run is reported before any evaluation starts.
@@ -25,6 +27,7 @@ from typing import Any
 
 import yaml
 from lisa_formats.history import HISTORY_FILE, LisaHistory, read_history
+from lisa_formats.resources import RESOURCES_FILE, read_resources
 
 VANILLA = "Vanilla"
 METHODS = ("Vanilla", "LISA", "LoRA", "QLoRA", "Full")
@@ -47,6 +50,14 @@ COMMON_SETTINGS = (
 )
 
 
+# What a run's peak memory figure is; the report names it beside the number and never mixes kinds silently.
+MEMORY_KINDS = {
+    "gpu_trainer": "peak GPU memory allocated, logged by the trainer",
+    "gpu_process": "peak GPU memory of the training process (measured by lisa-plugin train)",
+    "rss_process": "peak RSS of the training process (measured by lisa-plugin train)",
+}
+
+
 @dataclass
 class TrainingFacts:
     """What the training logs say; every field is None when no file records it."""
@@ -56,6 +67,7 @@ class TrainingFacts:
     runtime_s: float | None = None
     samples_per_second: float | None = None  # the trainer's train_samples_per_second
     peak_memory_gib: float | None = None
+    peak_memory_kind: str | None = None  # a key of MEMORY_KINDS; None when no memory is known
     trainable_params: int | None = None
     total_params: int | None = None
     sources: list[str] = field(default_factory=list)
@@ -301,9 +313,30 @@ def _fold_log_entries(
             facts.train_loss = _number(entry.get("train_loss"))
     if memory:  # CPU runs log zeros: that is "not measured", not "no memory"
         facts.peak_memory_gib = max(memory)
+        facts.peak_memory_kind = "gpu_trainer"
 
 
-def read_training_facts(run_dir: Path, cfg: dict[str, Any] | None) -> TrainingFacts:
+def _measured_memory(run_dir: Path, facts: TrainingFacts, warnings: list[str] | None) -> None:
+    """Peak memory from ``run_resources.json`` when the trainer logged none (GPU figure first, else RSS)."""
+    try:
+        resources = read_resources(run_dir)
+    except ValueError as exc:
+        if warnings is not None:
+            warnings.append(f"{exc}; peak memory not taken from it")
+        return
+    if resources is None:
+        return
+    facts.sources.append(RESOURCES_FILE)
+    if facts.peak_memory_gib:
+        return
+    for kind, value in (("gpu_process", resources.peak_gpu_bytes), ("rss_process", resources.peak_rss_bytes)):
+        if value:
+            facts.peak_memory_gib, facts.peak_memory_kind = value / 2**30, kind
+            return
+
+
+def read_training_facts(run_dir: Path, cfg: dict[str, Any] | None, warnings: list[str] | None = None) -> TrainingFacts:
+    """The run's training facts from its logs; unreadable optional files add to ``warnings`` when given."""
     facts = TrainingFacts()
     logging_steps = int((cfg or {}).get("logging_steps") or 1)
     state = run_dir / "trainer_state.json"
@@ -340,6 +373,7 @@ def read_training_facts(run_dir: Path, cfg: dict[str, Any] | None) -> TrainingFa
         if counts:
             facts.trainable_params = max(counts)
         facts.sources.append("lisa_history.json")
+    _measured_memory(run_dir, facts, warnings)
     return facts
 
 
@@ -373,6 +407,13 @@ def normalise_model_id(name: str | None, relative_to: Path | None = None) -> str
 def is_report_dir(path: Path) -> bool:
     """A report written by ``compare`` (e.g. ``runs/report`` from an earlier ``--output``)."""
     return (path / "results.json").is_file() and (path / "results").is_dir()
+
+
+# What compare looks for, said when it finds nothing to evaluate.
+RUN_LAYOUT = (
+    "config.json and model.safetensors (full fine-tune or LISA) or adapter_config.json and "
+    "adapter_model.safetensors (LoRA/QLoRA), with the axolotl config saved in README.md or debug.log"
+)
 
 
 def looks_like_run(path: Path) -> bool:
@@ -417,7 +458,7 @@ def read_run(run_dir: Path) -> Run:
     if cfg is None:
         run.warnings.append(f"{run_dir}: no axolotl config in README.md or debug.log; method guessed from the files")
     run.method, run.settings = method_and_settings(cfg or {}, adapter_cfg)
-    facts = read_training_facts(run_dir, cfg)
+    facts = read_training_facts(run_dir, cfg, run.warnings)
     facts.trainable_params = facts.trainable_params or run.training.trainable_params
     facts.total_params = facts.total_params or run.training.total_params
     if run.method == "Full" and facts.trainable_params is None:

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from lisa_formats.quiet import quiet_third_party
+
 
 def _positive(text: str) -> int:
     try:
@@ -18,21 +20,21 @@ def _positive(text: str) -> int:
     return value
 
 
-def _add_train_parser(sub) -> None:
+def _add_train_parser(sub, prog: str | None = None) -> None:
     p = sub.add_parser(
-        "train", help="LISA alone: build the tiny model, train it with LISA through `axolotl train` (about a minute)",
+        "train", **({"prog": prog} if prog else {}), help="LISA alone: build the tiny model, train it with LISA through `axolotl train` (about a minute)",
         description="Build the tiny offline model, train it with example_configs/tiny-lisa.yml through "
         "`axolotl train`, and print which layers each interval trained and the optimizer state held.",
     )
     p.add_argument("out", type=Path, nargs="?", default=Path("runs/demo-train"), help="output folder (default: %(default)s)")
 
 
-def _add_compare_parser(sub) -> None:
+def _add_compare_parser(sub, prog: str | None = None) -> None:
     from lisa_demo.end_to_end import DemoSettings
 
     d = DemoSettings(out=Path("."))
     p = sub.add_parser(
-        "compare",
+        "compare", **({"prog": prog} if prog else {}),
         help="end to end: fine-tune with LISA, LoRA and full through `axolotl train`, evaluate all with "
         "`eval_harness compare`, write the leaderboard",
         description="Everything runs locally on CPU; a re-run reuses finished stages. The benchmarks are "
@@ -71,12 +73,27 @@ def _compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     ))
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "python -m lisa_demo", description=__doc__.split("\n")[0])
+def build_parser(command_prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lisa_demo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train_parser(sub)
-    _add_compare_parser(sub)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    _add_train_parser(sub, command_prog)
+    _add_compare_parser(sub, command_prog)
+    return parser
+
+
+def main(argv: list[str] | None = None, command_prog: str | None = None) -> int:
+    """Run ``train`` or ``compare``; ``command_prog`` is the name its help and errors show for it.
+
+    Without one, a ``sys.argv[0]`` that is not a file is the name a forwarding command gave
+    (``python -m eval_harness demo``, ``lisa-plugin demo``), which already stands for the command.
+    """
+    quiet_third_party()
+    if argv is None:
+        argv = sys.argv[1:]
+        if command_prog is None and not sys.argv[0].endswith(".py") and not os.path.isfile(sys.argv[0]):
+            command_prog = sys.argv[0]
+    parser = build_parser(command_prog)
+    args = parser.parse_args(argv)
     if args.command == "train":
         from lisa_demo.train_only import run_train_demo
 
@@ -84,11 +101,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return _compare_main(args, parser)
 
 
+def _script_name(default: str) -> str:
+    return os.path.basename(sys.argv[0]) or default
+
+
 def train_main() -> int:
     """The ``lisa-demo-train`` console script."""
-    return main(["train", *sys.argv[1:]], prog="lisa-demo")
+    return main(["train", *sys.argv[1:]], command_prog=_script_name("lisa-demo-train"))
 
 
 def compare_main() -> int:
     """The ``lisa-demo-compare`` (and ``lisa-demo``) console script."""
-    return main(["compare", *sys.argv[1:]], prog="lisa-demo")
+    return main(["compare", *sys.argv[1:]], command_prog=_script_name("lisa-demo-compare"))

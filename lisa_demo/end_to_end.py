@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -149,7 +148,7 @@ class Demo:
             raise DemoError("; ".join(failures))
 
     def _train_one(self, method: str, config: Path, stamp: dict) -> str | None:
-        from lisa_plugin.tools.axolotl_runner import axolotl_command, axolotl_env
+        from lisa_plugin.tools.axolotl_runner import axolotl_command, axolotl_env, run_measured
 
         env = axolotl_env()
         env.setdefault("OMP_NUM_THREADS", "1")  # see Demo.run
@@ -165,15 +164,15 @@ class Demo:
         self.say(f"train {method}: started `axolotl train {config} --launcher python` ({self.s.train_steps} steps; log {log_path})")
         start = time.time()
         with log_path.open("w") as log:
-            proc = subprocess.Popen([*axolotl, "train", str(config), "--launcher", "python"], cwd=self.out, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, errors="replace")
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            def on_line(line: str) -> None:
                 log.write(line)
                 summary = _summarise(line)
                 if summary:
                     self.say(f"train {method}: {summary}")
-            code = proc.wait()
+
+            # measured: peak RSS and wall time land in run_dir/run_resources.json for the report
+            code = run_measured([*axolotl, "train", str(config), "--launcher", "python"], output_dir=run_dir,
+                                env=env, cwd=self.out, on_line=on_line)
         if code != 0:
             tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
             self.say(f"train {method}: FAILED (exit status {code}) after {time.time() - start:.0f}s; last lines:\n{tail}")
@@ -191,6 +190,7 @@ class Demo:
             max_new_tokens=self.s.max_new_tokens, device=self.s.device, batch_size="8",
             # the runs were fine-tuned on the alpaca format, FastChat's "alpaca" template is that format
             template="alpaca",
+            origin="demo",  # the report then says what a demo can and cannot show
         )
         judged = f"judged by {self.s.judge_model}" if self.s.judge_model else "answers only, NOT judged (no --judge-model)"
         self.say(f"compare: Vanilla + {', '.join(METHODS)} on MT-Bench ({judged}), GSM8K and PubMedQA, "

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 
 def run_train_demo(out: Path) -> int:
     from lisa_formats.history import read_history
-    from lisa_plugin.tools.axolotl_runner import axolotl_command, axolotl_env, build_tiny, example_config, write_config
+    from lisa_plugin.tools.axolotl_runner import (
+        axolotl_command, axolotl_env, build_tiny, example_config, run_measured, write_config,
+    )
 
     tiny = out / "tiny"
     if not (tiny / "model" / "config.json").exists():
         build_tiny(tiny)
     config = write_config(example_config("tiny-lisa.yml"), tiny, out / "lisa", out / "lisa.yml")
     print(f"running: axolotl train {config} --launcher python", flush=True)
-    code = subprocess.call([*axolotl_command(), "train", str(config), "--launcher", "python"], env=axolotl_env())
+    code = run_measured([*axolotl_command(), "train", str(config), "--launcher", "python"], output_dir=out / "lisa",
+                        env=axolotl_env())
     if code != 0:
         print(f"axolotl train failed with exit status {code}", file=sys.stderr)
         return code

@@ -7,5 +7,8 @@ its report can read what training wrote without importing training code:
 * :mod:`lisa_formats.jsonl`: append-only JSONL that survives being killed mid-write;
 * :mod:`lisa_formats.history`: ``lisa_history.json`` (``lisa_history/1``);
 * :mod:`lisa_formats.norms`: ``norms.json`` (``lisa_norms/1``);
-* :mod:`lisa_formats.suggest`: the one "did you mean ...?" of both packages.
+* :mod:`lisa_formats.resources`: ``run_resources.json`` (``lisa_resources/1``), a run's measured peak memory;
+* :mod:`lisa_formats.model_source`: ``lisa_model_source.json`` (``lisa_model_source/1``), where a cached model's weights came from;
+* :mod:`lisa_formats.suggest`: the one "did you mean ...?" of both packages;
+* :mod:`lisa_formats.quiet`: named third-party log lines dropped or reworded, here and in child processes.
 """

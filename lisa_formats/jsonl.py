@@ -86,3 +86,14 @@ class JsonlAppender:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_json_file(path: Path, what: str) -> object | None:
+    """The JSON value in ``path``, or None when there is no such file; unreadable JSON raises
+    ``ValueError`` naming the file and ``what`` it should have been."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable as {what} ({exc})") from None

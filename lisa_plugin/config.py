@@ -8,9 +8,11 @@ that strategy declares (``lisa_strategy_options``; see :mod:`lisa_plugin.strateg
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lisa_formats.suggest import closest
 
 
 class LisaConfig(BaseModel):
@@ -65,3 +67,153 @@ class LisaConfig(BaseModel):
         extra.clear()
         extra.update(options)
         return self
+
+
+# --- Checking a whole Axolotl config: at plugin registration and by `lisa-plugin check` -------------
+
+PLUGIN_NAME = "lisa_plugin.LISAPlugin"
+BLOCK_EXAMPLE = "lisa:\n  n_layers: 2\n  interval_steps: 20"
+
+
+class LisaConfigError(ValueError, SystemExit):
+    """A problem in the config that the user fixes in the YAML; the message says which key and how.
+
+    Also a ``SystemExit`` (exit status 1): a command line that does not catch it, as
+    ``axolotl preprocess``/``train`` do not, prints the message alone instead of a
+    40-line traceback through Axolotl, click and pydantic ending in the same sentence.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = message
+
+
+def plugin_listed(data: Mapping[str, Any]) -> bool:
+    """Whether ``plugins:`` names :class:`~lisa_plugin.LISAPlugin` (by either of its import paths)."""
+    plugins = data.get("plugins") or []
+    return any(
+        isinstance(name, str) and name.startswith("lisa_plugin.") and name.endswith(".LISAPlugin")
+        for name in plugins
+    )
+
+
+def missing_block_message(data: Mapping[str, Any]) -> str:
+    keys = {str(key).lower(): str(key) for key in data}
+    near = closest("lisa", [k for k in keys if k != "plugins"])
+    hint = f" Did you mean 'lisa' (found {keys[near]!r})?" if near else ""
+    return (
+        f"`plugins:` lists {PLUGIN_NAME} but the config has no `lisa:` block, so training would be a plain "
+        f"full fine-tune.{hint} Add a block at the top level, e.g.\n{BLOCK_EXAMPLE}\n"
+        "(every key and its default: README, 'Use LISA in your Axolotl config'), or remove the plugin from "
+        "`plugins:`."
+    )
+
+
+def _pydantic_problem(error: Mapping[str, Any]) -> str:
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    if message.startswith("lisa.") or message.startswith("lisa:"):
+        return message
+    where = ".".join(["lisa", *(str(part) for part in error.get("loc", ()))])
+    return f"{where}: {message} (got {error.get('input')!r})"
+
+
+def block_problems(block: Any) -> list[str]:
+    """What is wrong with the ``lisa:`` block itself, one sentence per problem (empty: nothing)."""
+    if not block:
+        return []
+    if not isinstance(block, Mapping):
+        return [f"lisa: expected a mapping of settings ({', '.join(LisaConfig.model_fields)}), got {block!r}"]
+    try:
+        LisaConfig(**{str(key): value for key, value in block.items()})
+    except ValidationError as exc:
+        return [_pydantic_problem(error) for error in exc.errors()]
+    return []
+
+
+# Axolotl keys that cannot be combined with a `lisa:` block, and why.
+_ADAPTERS_REFUSED = ("lora", "qlora")
+_BUILTIN_LISA_KEYS = ("lisa_n_layers", "lisa_step_interval", "lisa_layers_attribute")
+_DDP_INSTEAD = (
+    "launch with DDP (`accelerate launch` with an accelerate config of `distributed_type: MULTI_GPU`), "
+    "which LISA supports"
+)
+
+
+def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
+    """What in the rest of an Axolotl config cannot go with a (non-empty) ``lisa:`` block."""
+    if not data.get("lisa"):
+        return []
+    from lisa_plugin.core.optimizer_state import SUPPORTED_OPTIMIZER_NAMES
+
+    problems = []
+    adapter = data.get("adapter")
+    if adapter in _ADAPTERS_REFUSED:
+        problems.append(
+            f"`adapter: {adapter}` cannot be combined with `lisa:`; LISA trains full "
+            "parameters of sampled layers. Remove `adapter` for LISA, or remove `lisa:` for LoRA"
+        )
+    builtin = [k for k in _BUILTIN_LISA_KEYS if data.get(k) not in (None, "")]
+    if builtin:
+        problems.append(
+            f"{', '.join(builtin)} configure Axolotl's built-in LISA callback; use only the "
+            "`lisa:` block (n_layers, interval_steps, layers_path) with lisa_plugin"
+        )
+    if data.get("deepspeed"):
+        problems.append(
+            "`deepspeed` cannot be combined with `lisa:`: DeepSpeed builds its optimizer "
+            "partitions once, at engine init, from the parameters trainable then; ZeRO-1/2 then "
+            "fill zero gradients for parameters without one, so frozen layers keep moving through "
+            "momentum and weight decay and all their optimizer state stays allocated, and ZeRO-3 "
+            f"never re-partitions when LISA switches layers. Remove `deepspeed` and {_DDP_INSTEAD}"
+        )
+    if data.get("fsdp") or data.get("fsdp_config"):
+        problems.append(
+            "`fsdp`/`fsdp_config` cannot be combined with `lisa:`: FSDP fixes at wrap time which "
+            "flat parameters it reduces and shards, while LISA changes the trainable layers every "
+            f"interval. Remove `fsdp`/`fsdp_config` and {_DDP_INSTEAD}"
+        )
+    optimizer = data.get("optimizer")
+    if optimizer is not None and str(optimizer) not in SUPPORTED_OPTIMIZER_NAMES:
+        problems.append(
+            f"`optimizer: {optimizer}` is not supported with `lisa:`; LISA frees and "
+            f"recreates per-parameter AdamW state. Use one of {', '.join(SUPPORTED_OPTIMIZER_NAMES)}"
+        )
+    return problems
+
+
+def config_problems(data: Mapping[str, Any]) -> list[str]:
+    """Everything LISA-related wrong with a whole Axolotl config (a parsed YAML mapping).
+
+    Covers the plugin listed without a ``lisa:`` key (it would run a plain full fine-tune), a
+    block without the plugin (Axolotl would ignore it), the block's own keys and values, and
+    the other keys that cannot go with it. What only the model can tell (how many layers it
+    has) is checked when it is loaded.
+    """
+    listed = plugin_listed(data)
+    if listed and "lisa" not in data:
+        return [missing_block_message(data)]
+    problems = []
+    if data.get("lisa") and not listed:
+        problems.append(
+            f"the config has a `lisa:` block but `plugins:` does not list {PLUGIN_NAME}: Axolotl would "
+            f"ignore the block and run a plain full fine-tune. Add\nplugins:\n  - {PLUGIN_NAME}"
+        )
+    block = block_problems(data.get("lisa"))
+    return problems + block + (compatibility_problems(data) if not block else [])
+
+
+def settings_from_block(block: Any) -> "LisaConfig | None":
+    """The settings a ``lisa:`` block asks for, or None when LISA is off (no block, or an empty one)."""
+    if not block:
+        return None
+    if isinstance(block, LisaConfig):
+        return block
+    return LisaConfig(**dict(block))
+
+
+def problems_message(source: Any, problems: list[str]) -> str:
+    """One paragraph per problem, prefixed by the file (``source``) they were found in."""
+    where = f"{source}: " if source else ""
+    if len(problems) == 1:
+        return f"{where}{problems[0]}"
+    return f"{where}{len(problems)} problems with the LISA settings:\n" + "\n".join(f"- {p}" for p in problems)

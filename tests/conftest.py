@@ -18,7 +18,7 @@ EXAMPLE_CONFIGS = REPO / "lisa_plugin" / "example_configs"
 # Kinds of slow test (pyproject.toml declares them). A test of any kind is also `slow`, so
 # `pytest -m "not slow"` is the fast lane; a test that uses a fixture running `axolotl train`
 # is of the `axolotl` kind without having to say so.
-SLOW_KINDS = ("axolotl", "ddp", "browser", "fastchat", "wheel")
+SLOW_KINDS = ("axolotl", "ddp", "browser", "fastchat", "wheel", "realmodel")
 AXOLOTL_FIXTURES = {"axolotl_runs"}
 _current_item: pytest.Item | None = None
 

@@ -101,3 +101,21 @@ def test_suggestions():
     assert did_you_mean("zzz", ["interval_steps"]) == ""
     assert unknown("benchmark", "gsm9k", ["gsm8k", "pubmedqa"]) == (
         "Unknown benchmark 'gsm9k'. Did you mean 'gsm8k'? Available: gsm8k, pubmedqa")
+
+
+def test_resources_round_trip_absent_and_malformed(tmp_path):
+    from lisa_formats.resources import RESOURCES_FILE, SCHEMA, read_resources, write_resources
+
+    assert read_resources(tmp_path) is None
+    path = write_resources(tmp_path, peak_rss_bytes=2_000_000, peak_gpu_bytes=None, wall_s=1.5,
+                           command=["axolotl", "train", "c.yml"], exit_code=0)
+    assert path == tmp_path / RESOURCES_FILE and json.loads(path.read_text())["schema"] == SCHEMA
+    back = read_resources(tmp_path)
+    assert (back.peak_rss_bytes, back.peak_gpu_bytes, back.wall_s, back.command, back.exit_code, back.schema) == (
+        2_000_000, None, 1.5, ["axolotl", "train", "c.yml"], 0, SCHEMA)
+    for text in ["{not json", json.dumps({"schema": "other/1"}),
+                 json.dumps({"schema": SCHEMA, "peak_rss_bytes": "big", "peak_gpu_bytes": None, "wall_s": 1,
+                             "command": [], "exit_code": 0})]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=RESOURCES_FILE):
+            read_resources(tmp_path)

@@ -1,7 +1,9 @@
 """GSM8K (Cobbe et al., 2021, https://arxiv.org/abs/2110.14168): grade-school maths, 5-shot.
 
-Scored by our task YAML ``eval_harness/tasks/gsm8k.yaml`` (strict ``#### N`` and flexible
-last-number extraction). Data: ``--data-dir DIR`` reads ``DIR/gsm8k/{train,test}.jsonl``
+By default scored by lm-eval's stock ``gsm8k`` task itself (its YAML is included unchanged: prompts,
+stop strings, 256 new tokens, strict and flexible filters), so the numbers are lm-eval's. The
+variant ``clean`` (``eval_harness/tasks/gsm8k_clean.yaml``) is opted into with
+``--variant gsm8k=clean``. Data: ``--data-dir DIR`` reads ``DIR/gsm8k/{train,test}.jsonl``
 (openai/grade-school-math's files); online, the hub's ``openai/gsm8k``. The demo data are word
 problems made from templates with a seeded generator: the format is GSM8K's, no item is.
 """
@@ -13,9 +15,9 @@ from pathlib import Path
 
 from lisa_formats.atomic import write_jsonl_atomic
 
-from eval_harness.benchmarks.registry import (DEMO_TEST_SEED, DEMO_TRAIN_SEED, Benchmark, DataError, Headline,
-                                              Prepared, register_benchmark)
-from eval_harness.tasks import TASK_DIR
+from eval_harness.benchmarks.registry import (DEMO_TEST_SEED, DEMO_TRAIN_SEED, STOCK, Benchmark, DataError,
+                                              Headline, Prepared, Variant, register_benchmark)
+from eval_harness.tasks import TASK_DIR, stock_task_yaml
 
 TRAIN_SEED, TEST_SEED = DEMO_TRAIN_SEED, DEMO_TEST_SEED
 PRETRAIN_SEED = TRAIN_SEED + 100
@@ -32,12 +34,19 @@ def data_files(data_dir: Path) -> dict[str, str]:
     return {split: str(path.resolve()) for split, path in files.items()}
 
 
-def prepare(work_dir: Path, data_dir: Path | None) -> Prepared:
-    overrides = {"include": str(TASK_DIR / "gsm8k.yaml"), "task": "harness_gsm8k"}
+CLEAN = Variant("clean", "exemplars without calculator notes (<<48/2=24>>), which base models copy into their "
+                "answers; also stops at <|eot_id|>, allows 1,024 new tokens (stock: 256) and reads the last number "
+                "even when it ends in '...' (stock scores '18...' as wrong): what this harness scored before")
+
+
+def prepare(work_dir: Path, data_dir: Path | None, variant: str = STOCK) -> Prepared:
+    task_file = stock_task_yaml("gsm8k/gsm8k.yaml") if variant == STOCK else TASK_DIR / f"gsm8k_{variant}.yaml"
+    overrides = {"include": str(task_file), "task": "harness_gsm8k"}
     if data_dir is None:
         return Prepared(overrides, "hub:openai/gsm8k/main")
-    overrides.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": data_files(data_dir)})
-    return Prepared(overrides, f"local:{Path(data_dir).resolve() / 'gsm8k'}")
+    files = data_files(data_dir)
+    overrides.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files})
+    return Prepared(overrides, f"local:{Path(data_dir).resolve() / 'gsm8k'}", tuple(Path(f) for f in files.values()))
 
 
 # --------------------------------------------------------------------------- demo data
@@ -122,4 +131,5 @@ GSM8K = register_benchmark(Benchmark(
     prepare=prepare,
     demo_data=write_demo_data,
     description="grade-school maths word problems, exact match of the final number",
+    variants=(CLEAN,),
 ))

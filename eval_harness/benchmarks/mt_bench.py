@@ -151,4 +151,6 @@ MT_BENCH_BENCHMARK = register_benchmark(Benchmark(
     headlines=(Headline("MT-Bench", "overall", percent=False),),
     demo_data=write_demo_data,
     description="two-turn chat questions graded 1-10 by an LLM judge (FastChat llm_judge)",
+    stratify_by="category",
+    max_new_tokens=1024,  # FastChat's gen_model_answer default
 ))

@@ -42,13 +42,27 @@ class Headline:
 class Prepared:
     """What :attr:`Benchmark.prepare` made of the data: the task YAML's overrides and a data label."""
 
-    overrides: dict[str, Any] | None  # keys of a YAML that ``include:``s ours; None: lm-eval's own task
+    overrides: dict[str, Any] | None  # keys of a YAML that ``include:``s a task file; None: lm-eval's own task
     data: str  # where the items come from, for the cache key and the report ("local:DIR", "hub:ID")
+    files: tuple[Path, ...] = ()  # the data files the task reads: their content hashes go into the cache key
 
 
-# (work_dir, data_dir) -> Prepared: work_dir is this report's folder for converted files,
-# data_dir the --data-dir (None: online)
-PrepareData = Callable[[Path, "Path | None"], Prepared]
+STOCK = "stock"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named way of scoring a benchmark that differs from lm-eval's stock task, opted into with
+    ``--variant BENCHMARK=NAME``; ``why`` says what differs and why one would want it."""
+
+    name: str
+    why: str
+    fewshot: int | None = None  # its own few-shot default (None: the benchmark's)
+
+
+# (work_dir, data_dir, variant) -> Prepared: work_dir is this report's folder for converted files,
+# data_dir the --data-dir (None: online), variant a name from Benchmark.variants or STOCK
+PrepareData = Callable[[Path, "Path | None", str], Prepared]
 # (folder, number of test items) -> None: writes made-up items in the --data-dir layout
 WriteDemoData = Callable[[Path, int], None]
 
@@ -62,15 +76,32 @@ class Benchmark:
     prepare: PrepareData | None = None  # None: lm-eval reads its own data
     demo_data: WriteDemoData | None = None
     description: str = ""
+    variants: tuple[Variant, ...] = ()  # besides STOCK, lm-eval's own task (the default)
+    stratify_by: str | None = None  # the item field --limit keeps the proportions of (None: uniform)
+    max_new_tokens: int | None = None  # None: the task's own (lm-eval tasks); else this benchmark's default
 
     @property
     def uses_lm_eval(self) -> bool:
         return self.lm_eval_task is not None
 
-    def prepare_data(self, work_dir: Path, data_dir: Path | None) -> Prepared:
+    def variant(self, name: str) -> Variant | None:
+        """The variant ``name`` (None for STOCK); "Unknown variant ..." with the close names otherwise."""
+        if name == STOCK:
+            return None
+        by_name = {v.name: v for v in self.variants}
+        if name not in by_name:
+            raise UnknownBenchmarkError(unknown(f"variant of {self.name}", name, [STOCK, *by_name]))
+        return by_name[name]
+
+    def default_fewshot(self, variant: str = STOCK) -> int | None:
+        chosen = self.variant(variant)
+        return chosen.fewshot if chosen is not None and chosen.fewshot is not None else self.fewshot
+
+    def prepare_data(self, work_dir: Path, data_dir: Path | None, variant: str = STOCK) -> Prepared:
+        self.variant(variant)
         if self.prepare is None:
             return Prepared(None, "lm-eval default")
-        return self.prepare(work_dir, data_dir)
+        return self.prepare(work_dir, data_dir, variant)
 
 
 _REGISTRY: dict[str, Benchmark] = {}

@@ -7,12 +7,13 @@ or downloaded once from FastChat's repository at a pinned commit into a cache
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from lisa_formats.jsonl import read_jsonl
+
+from eval_harness.pinned import cache_root, download
+from eval_harness.subset import Subset, choose
 
 FASTCHAT_COMMIT = "0e6d3e4beaab66f4d3f93db72541a4abab8af28d"
 FASTCHAT_RAW = f"https://raw.githubusercontent.com/lm-sys/FastChat/{FASTCHAT_COMMIT}/fastchat/llm_judge/data"
@@ -76,8 +77,7 @@ class MTBench:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("EVAL_HARNESS_CACHE") or Path.home() / ".cache" / "eval_harness"
-    return Path(root) / "mt_bench" / FASTCHAT_COMMIT[:12]
+    return cache_root() / "mt_bench" / FASTCHAT_COMMIT[:12]
 
 
 def locate(mt_bench_dir: Path | None = None) -> Path:
@@ -93,29 +93,10 @@ def locate(mt_bench_dir: Path | None = None) -> Path:
         return mt_bench_dir
     target = cache_dir()
     for name, (remote, sha16) in FILES.items():
-        if not (target / name).is_file():
-            _download(f"{FASTCHAT_RAW}/{remote}", target / name, sha16)
+        download(f"{FASTCHAT_RAW}/{remote}", target / name, sha16,
+                 instead="pass mt_bench_dir= (--mt-bench-dir) pointing at a copy of FastChat's data/mt_bench "
+                 f"(FastChat commit {FASTCHAT_COMMIT})")
     return target
-
-
-def _download(url: str, dest: Path, sha16: str) -> None:
-    import httpx
-
-    try:
-        response = httpx.get(url, timeout=60, follow_redirects=True)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise RuntimeError(
-            f"could not download MT-Bench file {url} ({exc}); pass mt_bench_dir= (--mt-bench-dir) "
-            f"pointing at a copy of FastChat's data/mt_bench"
-        ) from exc
-    digest = hashlib.sha256(response.content).hexdigest()[:16]
-    if digest != sha16:
-        raise RuntimeError(f"{url}: sha256 starts {digest}, expected {sha16} (FastChat commit {FASTCHAT_COMMIT})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(dest.suffix + ".part")
-    partial.write_bytes(response.content)
-    partial.replace(dest)  # atomic: a half-written download is never mistaken for the file
 
 
 def load(mt_bench_dir: Path | None = None) -> MTBench:
@@ -143,9 +124,10 @@ def load(mt_bench_dir: Path | None = None) -> MTBench:
 
 
 def select(questions: list[Question], limit: int | None) -> list[Question]:
-    """The first ``limit`` questions in file order (all when ``limit`` is None)."""
-    if limit is None:
-        return list(questions)
-    if limit < 1:
-        raise ValueError(f"limit: got {limit}; expected a positive number of questions or None for all")
-    return list(questions[:limit])
+    """The questions ``--limit`` scores: all of them, or a seeded subset with every category in
+    proportion (:func:`eval_harness.subset.choose`), in file order."""
+    return [questions[i] for i in subset(questions, limit).indices]
+
+
+def subset(questions: list[Question], limit: int | None) -> Subset:
+    return choose([q.category for q in questions], limit, stratified_by="category")

@@ -107,6 +107,7 @@ def run_mt_bench(
         "parse_failures": 0, "judge_errors": 0, "per_category": {}, "per_question": {},
         "template": chat.name, "template_reason": chat.reason, "answers_file": str(answer_file),
         "judgment_file": None, "judge_model": None, "judge_spread": None, "pairwise": None,
+        "subset": data.subset(bench.questions, limit).to_json(),
     }
     if judge is not None:
         grading = open_judge(judge, judge_repeats, judge_concurrency)

@@ -45,12 +45,15 @@ def _json_record(data: ReportData, generated: str, formats: list[str]) -> dict:
     from eval_harness.report import table
 
     out = {**data.compare}
+    rows = table.records(data)
     out.update(
         report={"generated": generated, "formats": formats, "results_dir": str(data.results_dir),
                 "questions_file": data.questions_file, "baseline": data.baseline,
                 "bootstrap": {"resamples": data.resamples, "seed": data.seed, "confidence": stats.CONFIDENCE},
-                "mt_bench_overall": "mean of the turn-1 and turn-2 means"},
-        leaderboard=table.records(data),
+                "mt_bench_overall": "mean of the turn-1 and turn-2 means",
+                "delta": "delta_<score>: the run's score minus the baseline's (percentage points; MT-Bench: judge points)",
+                "notes": table.notes(data, rows)},
+        leaderboard=rows,
         statistics={
             "mt_bench": {r.name: {"ci": asdict(r.mt_bench.ci), "per_category": r.mt_bench.per_category,
                                   "parse_failures": r.mt_bench.parse_failures, "judge_spread": r.mt_bench.judge_spread}

@@ -24,6 +24,7 @@ import numpy as np
 from lisa_formats.jsonl import read_jsonl
 from lisa_formats.norms import PROFILE_FILE as NORMS_FILE
 from lisa_formats.norms import NormsProfile
+from lisa_formats.suggest import unknown
 
 from eval_harness.benchmarks import MT_BENCH
 from eval_harness.discovery import (
@@ -42,6 +43,7 @@ from eval_harness.results import ResultStore, TaskResult
 
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 EXAMPLES_PER_RUN = 3  # lowest-rated answers shown per run, besides every parse failure
+CONSTANT_MIN_ITEMS = 5  # fewer items than this giving one answer is not worth a note
 
 
 class ReportInputError(ValueError):
@@ -100,6 +102,13 @@ class Accuracy:
     per_sample: dict[Any, float]  # item -> score from lm-eval's per-sample log: doc id, or (subtask, doc id) in a group
     num_fewshot: Any = None
     lm_eval_version: str | None = None
+    answers: dict[Any, str] = field(default_factory=dict)  # item -> the model's answer (the choice it ranked first)
+
+    @property
+    def constant_answer(self) -> str | None:
+        """The one answer the model gave to every item, when it gave the same to all of them."""
+        distinct = set(self.answers.values())
+        return distinct.pop() if len(self.answers) >= CONSTANT_MIN_ITEMS and len(distinct) == 1 else None
 
 
 @dataclass
@@ -136,6 +145,11 @@ class ReportData:
 
     def run(self, name: str) -> RunEntry | None:
         return next((r for r in self.runs if r.name == name), None)
+
+    @property
+    def origin(self) -> str | None:
+        """Who ran compare: "demo" for ``lisa-demo-compare``, None for a user's own runs."""
+        return (self.compare.get("settings") or {}).get("origin")
 
 
 # --------------------------------------------------------------------------- reading
@@ -263,21 +277,44 @@ def _examples(result: TaskResult, results_dir: Path, records: list[dict], catego
     return out
 
 
+def sample_answer(record: dict[str, Any]) -> str | None:
+    """The answer in one lm-eval per-sample record: the generated (filtered) text, or for a
+    multiple-choice item the continuation it gave the highest log-likelihood."""
+    resps = record.get("filtered_resps")
+    if not isinstance(resps, list) or not resps:
+        return None
+    if isinstance(resps[0], str):
+        return resps[0].strip()
+    if len(resps) < 2 or not all(isinstance(r, (list, tuple)) and r and isinstance(r[0], (int, float)) for r in resps):
+        return None
+    best = max(range(len(resps)), key=lambda i: resps[i][0])
+    try:
+        return str(record["arguments"][best][1]).strip()
+    except (KeyError, IndexError, TypeError):
+        return f"choice {best}"
+
+
 def _accuracy(result: TaskResult, title: str, key: str, results_dir: Path) -> Accuracy:
     key = key or next(iter(result.metrics), "")
     metric = result.metrics.get(key)
     name, _, flt = key.partition(",")
-    per_sample: dict[int, float] = {}
+    per_sample: dict[Any, float] = {}
+    answers: dict[Any, str] = {}
     samples = _find(result.files.get("samples"), results_dir / "samples" / result.run / f"{result.task}.jsonl")
     if samples is not None:
         for record in read_jsonl(samples):
             if record.get("filter", "none") == (flt or "none") and isinstance(record.get(name), (int, float, bool)):
                 item = int(record["doc_id"])
-                per_sample[(record["task"], item) if "task" in record else item] = float(record[name])
+                item = (record["task"], item) if "task" in record else item
+                per_sample[item] = float(record[name])
+                answer = sample_answer(record)
+                if answer is not None:
+                    answers[item] = answer
     return Accuracy(
         title=title, task=result.task, metric=key, value=metric.value if metric else None,
         stderr=metric.stderr if metric else None, n=result.n_samples.get("effective"), per_sample=per_sample,
         num_fewshot=(result.details or {}).get("num_fewshot"), lm_eval_version=(result.details or {}).get("lm_eval_version"),
+        answers=answers,
     )
 
 
@@ -302,15 +339,19 @@ def _stored_results(store: ResultStore, name: str, record: dict, problems: list[
 def _training(record: dict, path: str | None) -> TrainingFacts:
     stored = record.get("training") or {}
     facts = TrainingFacts(**{k: v for k, v in stored.items() if k in TrainingFacts.__dataclass_fields__})
+    if facts.peak_memory_gib and facts.peak_memory_kind is None:
+        facts.peak_memory_kind = "gpu_trainer"  # records from before the kind was kept: the trainer was the only source
     if path and Path(path).is_dir():  # logs may have grown (or be newer than results.json)
         try:
             cfg = read_axolotl_config(Path(path))[0]
         except RunError:
             cfg = None  # compare already reported it; logging_steps defaults to 1
         fresh = read_training_facts(Path(path), cfg)
-        for key in ("loss_curve", "train_loss", "runtime_s", "samples_per_second", "peak_memory_gib"):
+        for key in ("loss_curve", "train_loss", "runtime_s", "samples_per_second"):
             if getattr(fresh, key):
                 setattr(facts, key, getattr(fresh, key))
+        if fresh.peak_memory_gib:  # the figure and what it measures travel together
+            facts.peak_memory_gib, facts.peak_memory_kind = fresh.peak_memory_gib, fresh.peak_memory_kind
         facts.trainable_params = facts.trainable_params or fresh.trainable_params
     return facts
 
@@ -388,7 +429,7 @@ def _run_entry(name: str, record: dict, results: dict[str, TaskResult], context:
 def _pick_baseline(baseline: str | None, runs: list[RunEntry]) -> str | None:
     names = [r.name for r in runs]
     if baseline is not None and baseline not in names:
-        raise ReportInputError(f"--baseline {baseline!r}: no such run; runs: {', '.join(names)}")
+        raise ReportInputError(f"--baseline: {unknown('run', baseline, names)}")
     if baseline is None:
         baseline = next((r.name for r in runs if r.method == "LoRA"), None) or next(
             (r.name for r in runs if r.method == "QLoRA"), None)
@@ -460,6 +501,21 @@ def headline_tests(data: ReportData) -> list[tuple[str, stats.PairedTest]]:
                         test = flip(test)
                     out.append((f"{lisa.name} vs {other.name}", test))
     return out
+
+
+def constant_answer_notes(data: ReportData) -> list[str]:
+    """One sentence per benchmark on which some run gave the same answer to every item (e.g. always "yes")."""
+    found: dict[tuple[str, str, int], list[str]] = {}
+    for run in data.runs:
+        for title, acc in run.accuracy.items():
+            if acc.constant_answer is not None:
+                found.setdefault((title, acc.constant_answer, len(acc.answers)), []).append(run.name)
+    notes = []
+    for (title, answer, n), names in found.items():
+        who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        notes.append(f"{who} gave one answer ({answer!r}) to all {n} items of {title.removesuffix(' %')}: a score "
+                     "there is only how often that answer is right, not evidence that the questions were read.")
+    return notes
 
 
 def flip(test: stats.PairedTest) -> stats.PairedTest:

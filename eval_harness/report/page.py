@@ -51,6 +51,7 @@ th,td{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top
 table.sortable th{cursor:pointer;background:#f3f3f3;user-select:none}
 table.sortable th[data-dir=asc]::after{content:" \\25B2"}table.sortable th[data-dir=desc]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{font-weight:bold;background:#e6f4e6}
+.demo{background:#eef4fb;border:1px solid #9bbbe0;padding:.5em 1em}
 .sig{color:#075}.nosig{color:#955}.problems{background:#fff4e5;border:1px solid #f0c36d;padding:.5em 1em}
 figure{display:inline-block;margin:1em 1em 1em 0;vertical-align:top;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:12px;color:#555;max-width:40em}
@@ -88,6 +89,12 @@ def _leaderboard(data: ReportData) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<table id="leaderboard" class="sortable"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _table_notes(data: ReportData) -> str:
+    """What the columns measure (memory kind, Δ) and which models gave one answer to everything."""
+    lines = table.notes(data, table.records(data), demo=False)
+    return '<ul id="table-notes">' + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>" if lines else ""
 
 
 def _significance(data: ReportData) -> str:
@@ -165,6 +172,9 @@ def _provenance(data: ReportData, generated: str) -> str:
     versions = sorted({a.lm_eval_version for r in data.runs for a in r.accuracy.values() if a.lm_eval_version})
     fewshot = sorted({f"{a.task}: {a.num_fewshot}-shot" for r in data.runs for a in r.accuracy.values()
                       if a.num_fewshot is not None})
+    subsets = sorted({f"{task}: {r['details']['subset']['description']}" for run in data.compare.get("runs") or []
+                      for task, r in (run.get("results") or {}).items() if (r.get("details") or {}).get("subset")})
+    variants = ", ".join(f"{k}={v}" for k, v in (s.get("variants") or {}).items())
     items = [
         ("Base model", data.compare.get("base_model")),
         ("MT-Bench judge", ", ".join(judges) or "not judged"),
@@ -172,12 +182,16 @@ def _provenance(data: ReportData, generated: str) -> str:
         ("MT-Bench questions", data.questions_file or "categories from the stored per-question summary"),
         ("lm-eval", ", ".join(versions) or "-"),
         ("Few-shot", ", ".join(fewshot) or "-"),
-        ("Limit per benchmark", s.get("limit") or "none (full benchmarks)"),
+        ("Limit per benchmark", "; ".join(subsets) or s.get("limit") or "none (full benchmarks)"),
+        ("lm-eval settings", f"variants: {variants or 'stock (lm-eval’s own tasks)'}; max new tokens: "
+         f"{s.get('max_new_tokens') or 'each task’s own'}; chat template: {s.get('apply_chat_template') or 'no'}"
+         f"{' (few-shot as turns)' if s.get('fewshot_as_multiturn') else ''}"),
         ("Results updated", data.compare.get("updated")),
         ("Report generated", generated),
         ("Stored results", data.results_dir),
         ("Bootstrap", f"{data.resamples} resamples, seed {data.seed}, 95% percentile intervals"),
-        ("Relative gain", f"(score − {data.baseline}) / {data.baseline}" if data.baseline else "no LoRA run"),
+        ("Δ vs baseline", f"score − {data.baseline}'s score, in percentage points (MT-Bench: judge points)"
+         if data.baseline else "no baseline: no LoRA run and no --baseline"),
         ("MT-Bench overall", "mean of the turn-1 mean and the turn-2 mean; unparsable verdicts are left out"),
     ]
     return ('<h2>How these numbers were produced</h2><dl id="provenance">'
@@ -199,8 +213,11 @@ def render(data: ReportData, plots: list[Plot], generated: str | None = None) ->
         f"<style>{CSS}</style></head><body>",
         "<h1>Leaderboard: LISA vs LoRA vs full fine-tuning</h1>",
         f"<p>{len(data.runs)} rows, from {_e(data.results_dir)}; generated {_e(generated)}. "
-        "Click a column title to sort; ★ marks the best value of a column.</p>",
+        "Click a column title to sort; ★ marks the best value of a column (none where every row has the same value).</p>",
     ]
+    demo = table.demo_note(data)
+    if demo:
+        parts.append(f'<p class="demo" id="demo-note">{_e(demo)}</p>')
     if problems:
         parts.append('<div class="problems"><b>Problems</b><ul>' + "".join(f"<li>{_e(p)}</li>" for p in problems)
                      + "</ul></div>")
@@ -208,6 +225,7 @@ def render(data: ReportData, plots: list[Plot], generated: str | None = None) ->
         "<h2>Leaderboard</h2>", _leaderboard(data),
         "<p>MT-Bench overall = mean of the two turn means, with a 95% bootstrap interval over questions. "
         "GSM8K and PubMedQA: accuracy in % ± lm-eval's standard error.</p>",
+        _table_notes(data),
         _significance(data), _plots(plots),
         "<h2>Runs</h2>", "\n".join(_run_details(r) for r in data.runs),
         _provenance(data, generated),

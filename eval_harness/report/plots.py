@@ -129,15 +129,34 @@ def _quality(run: RunEntry, data: ReportData) -> tuple[float | None, str]:
     return None, ""
 
 
+def _cost_axis(data: ReportData) -> tuple[str, str]:
+    """Peak memory when the runs that have it all measured the same kind; else trainable parameters."""
+    kinds = {r.training.peak_memory_kind or "gpu_trainer" for r in data.runs if r.training.peak_memory_gib}
+    if len(kinds) == 1:
+        label = {"gpu_trainer": "peak GPU memory, trainer-logged (GiB)", "gpu_process": "peak GPU memory (GiB)",
+                 "rss_process": "peak RSS of training (GiB)"}[kinds.pop()]
+        return "memory", label
+    return "params", "trainable parameters"
+
+
+def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, quality) points no other point beats on both: cheaper or equal and at least as good."""
+    frontier, best = [], -math.inf
+    for cost, quality in sorted(points, key=lambda p: (p[0], -p[1])):
+        if quality > best:
+            frontier.append((cost, quality))
+            best = quality
+    return frontier
+
+
 @_with_rc
 def pareto(data: ReportData) -> Plot | None:
     """Quality against cost; the frontier joins the runs no other run beats on both."""
-    use_memory = sum(1 for r in data.runs if r.training.peak_memory_gib) >= 1
-    cost_label = "peak memory (GiB)" if use_memory else "trainable parameters"
+    axis, cost_label = _cost_axis(data)
     points = []
     for run in data.runs:
         quality, quality_label = _quality(run, data)
-        cost = run.training.peak_memory_gib if use_memory else run.training.trainable_params
+        cost = run.training.peak_memory_gib if axis == "memory" else run.training.trainable_params
         if quality is not None and cost:
             points.append((float(cost), quality, run))
     if not points:
@@ -146,20 +165,20 @@ def pareto(data: ReportData) -> Plot | None:
     ax = fig.add_subplot()
     for cost, quality, run in points:
         ax.scatter([cost], [quality], s=40, label=f"{run.name} ({run.method})", color=_colour(data, run))
-    frontier, best = [], -math.inf
-    for cost, quality, _ in sorted(points, key=lambda p: (p[0], -p[1])):
-        if quality > best:
-            frontier.append((cost, quality))
-            best = quality
-    ax.plot([c for c, _ in frontier], [q for _, q in frontier], "k--", lw=1, label="Pareto frontier")
+    frontier = pareto_frontier([(cost, quality) for cost, quality, _ in points])
+    caption = "Up and to the left is better."
+    if len(frontier) >= 2:  # a single point is no frontier: no line, no legend entry
+        ax.plot([c for c, _ in frontier], [q for _, q in frontier], "k--", lw=1, label="Pareto frontier")
+        caption += " Runs on the dashed line are not beaten on both axes by any other."
     ax.set_xlabel(cost_label)
     ax.set_ylabel(quality_label)
-    if not use_memory:
+    if axis == "params":
         ax.set_xscale("log")
+        if any(r.training.peak_memory_gib for r in data.runs):
+            caption += " Peak memory is not one kind of measurement for every run, so trainable parameters are shown."
     ax.legend(fontsize=8)
-    return Plot("pareto", f"Quality vs {cost_label}",
-                "Up and to the left is better; runs on the dashed line are not beaten on both axes by any other.",
-                _render(fig))
+    short = "peak memory" if axis == "memory" else "trainable parameters"
+    return Plot("pareto", f"Quality vs {short}", caption, _render(fig))
 
 
 @_with_rc

@@ -67,10 +67,11 @@ def summary_rows(outcomes: list[RunOutcome], tasks: list[str]) -> tuple[list[str
         cells = [o.run.name, o.run.method, short_settings(o.run.method, o.run.settings)]
         cells += [format_value(c, pick_metric(o.results.get(c.task), c.metric)) for c in cols]
         t = o.run.training
+        rss = " RSS" if t.peak_memory_kind == "rss_process" else ""  # not the trainer's GPU figure: say so
         cells += [
             f"{t.trainable_params:,}" if t.trainable_params else "-",
             f"{t.runtime_s:.0f}" if t.runtime_s is not None else "-",
-            f"{t.peak_memory_gib:.1f}" if t.peak_memory_gib else "-",
+            f"{t.peak_memory_gib:.2f}{rss}" if t.peak_memory_gib else "-",
             "not evaluated" if not o.run.ok else ("ok" if not o.task_errors else "failed: " + ", ".join(o.task_errors)),
         ]
         rows.append(cells)

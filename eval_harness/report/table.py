@@ -9,10 +9,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from eval_harness.report.collect import NOT_JUDGED, ReportData, RunEntry
+from eval_harness.discovery import MEMORY_KINDS
+from eval_harness.report.collect import NOT_JUDGED, ReportData, RunEntry, constant_answer_notes
 from eval_harness.report.summary import render_table
 
 HIGHER, LOWER = "higher", "lower"
+MEMORY_SHORT = {"gpu_trainer": "GPU, trainer", "gpu_process": "GPU, process", "rss_process": "RSS, process"}
+MEMORY_TITLES = {"gpu_trainer": "Peak GPU memory GiB (trainer)", "gpu_process": "Peak GPU memory GiB (training process)",
+                 "rss_process": "Peak RSS GiB (training process)"}
 
 
 @dataclass(frozen=True)
@@ -21,16 +25,16 @@ class Column:
     title: str
     better: str | None  # HIGHER, LOWER, or None (not ranked)
     text: Callable[[dict[str, Any]], str]
+    star: bool = True  # False: sortable by number, but no value is "best" (e.g. memory of different kinds)
+    star_beyond: float | None = None  # only a value better than this can be best (a difference: 0)
 
 
 def _num(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _gain(value: float | None, base: float | None) -> float | None:
-    if value is None or base is None or base == 0:
-        return None
-    return 100 * (value - base) / abs(base)
+def _delta(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None else value - base
 
 
 def _score_key(title: str) -> str:
@@ -55,16 +59,17 @@ def record(run: RunEntry, data: ReportData) -> dict[str, Any]:
         rec[key + "_stderr"] = None if acc is None or acc.stderr is None else 100 * acc.stderr
         rec[key + "_n"] = acc.n if acc else None
     base = data.run(data.baseline) if data.baseline else None
-    if base is not None:
+    if base is not None:  # differences in the column's own unit: percentage points, MT-Bench judge points
         base_rec = {"mt_bench_overall": base.mt_bench.overall if base.mt_bench else None}
         base_rec.update({_score_key(t): (100 * base.accuracy[t].value if t in base.accuracy and base.accuracy[t].value
                                          is not None else None) for t in (c.title for c in data.columns)})
         for key, base_value in base_rec.items():
-            rec[f"gain_{key}_pct"] = _gain(rec.get(key), base_value)
+            rec[f"delta_{key}"] = _delta(rec.get(key), base_value)
     t = run.training
     rec.update(
         trainable_params=t.trainable_params, total_params=t.total_params, peak_memory_gib=t.peak_memory_gib,
-        train_runtime_s=t.runtime_s, train_samples_per_second=t.samples_per_second, train_loss=t.train_loss,
+        peak_memory_kind=t.peak_memory_kind if t.peak_memory_gib else None, train_runtime_s=t.runtime_s,
+        train_samples_per_second=t.samples_per_second, train_loss=t.train_loss,
     )
     return rec
 
@@ -100,19 +105,17 @@ def columns(data: ReportData, rows: list[dict[str, Any]]) -> list[Column]:
         if has(key):
             cols.append(Column(key, title, HIGHER if column.higher_is_better else LOWER, lambda r, k=key: "-" if r[k] is None
                                else _num(r[k], 1) + (f" ±{r[k + '_stderr']:.1f}" if r[k + "_stderr"] is not None else "")))
-    if data.baseline:
-        headline = "mt_bench_overall" if has("mt_bench_overall") else next(
-            (_score_key(c.title) for c in data.columns if has(_score_key(c.title))), None)
-        if headline and has(f"gain_{headline}_pct"):
-            label = "MT-Bench" if headline == "mt_bench_overall" else next(c.title for c in data.columns if _score_key(c.title) == headline)
-            key = f"gain_{headline}_pct"
-            cols.append(Column(key, f"Gain vs {data.baseline} ({label}) %", HIGHER,
-                               lambda r, k=key: "-" if r[k] is None else f"{r[k]:+.1f}"))
+    delta = _delta_column(data, has)
+    if delta is not None:
+        cols.append(delta)
     if has("mt_bench_overall"):
         cols.append(Column("judge_parse_failures", "Judge parse failures", LOWER, lambda r: _num(r["judge_parse_failures"], 0)))
+    if has("trainable_params"):
+        cols.append(Column("trainable_params", "Trainable params", LOWER,
+                           lambda r: "-" if r["trainable_params"] is None else f"{r['trainable_params']:,}"))
+    if has("peak_memory_gib"):
+        cols.append(_memory_column(rows))
     optional = [
-        ("trainable_params", "Trainable params", LOWER, lambda r: "-" if r["trainable_params"] is None else f"{r['trainable_params']:,}"),
-        ("peak_memory_gib", "Peak memory GiB", LOWER, lambda r: _num(r["peak_memory_gib"], 1)),
         ("train_runtime_s", "Train time s", LOWER, lambda r: _num(r["train_runtime_s"], 0)),
         ("train_samples_per_second", "Train samples/s", HIGHER, lambda r: _num(r["train_samples_per_second"], 2)),
     ]
@@ -120,15 +123,90 @@ def columns(data: ReportData, rows: list[dict[str, Any]]) -> list[Column]:
     return cols
 
 
+def _delta_column(data: ReportData, has: Callable[[str], bool]) -> Column | None:
+    """The headline score minus the baseline's, in the score's own unit (never a relative gain)."""
+    if not data.baseline:
+        return None
+    headline = "mt_bench_overall" if has("mt_bench_overall") else next(
+        (_score_key(c.title) for c in data.columns if has(_score_key(c.title))), None)
+    if not headline or not has(f"delta_{headline}"):
+        return None
+    if headline == "mt_bench_overall":
+        label, unit = "MT-Bench overall", "points"
+    else:
+        label, unit = next(c.title for c in data.columns if _score_key(c.title) == headline).removesuffix(" %"), "pp"
+    key, baseline = f"delta_{headline}", data.baseline
+
+    def text(r: dict[str, Any]) -> str:
+        if r["run"] == baseline:
+            return "baseline"
+        return "-" if r[key] is None else f"{r[key] + 0.0:+.1f}"
+
+    column = next((c for c in data.columns if _score_key(c.title) == headline), None)
+    better = LOWER if column is not None and not column.higher_is_better else HIGHER
+    return Column(key, f"Δ vs {baseline}, {label} ({unit})", better, text, star_beyond=0.0)
+
+
+def memory_kinds(rows: list[dict[str, Any]]) -> list[str]:
+    """The kinds of peak memory the rows report (MEMORY_KINDS keys), in first-seen order."""
+    return list(dict.fromkeys(r["peak_memory_kind"] or "gpu_trainer" for r in rows if r.get("peak_memory_gib")))
+
+
+def _memory_column(rows: list[dict[str, Any]]) -> Column:
+    """One kind: the title says which; several: each cell says its own, and no value is called best."""
+    kinds = memory_kinds(rows)
+    if len(kinds) == 1:
+        return Column("peak_memory_gib", MEMORY_TITLES[kinds[0]], LOWER, lambda r: _num(r["peak_memory_gib"], 2))
+    return Column("peak_memory_gib", "Peak memory GiB (kind per row)", LOWER, star=False,
+                  text=lambda r: "-" if r["peak_memory_gib"] is None
+                  else f"{r['peak_memory_gib']:.2f} ({MEMORY_SHORT[r['peak_memory_kind'] or 'gpu_trainer']})")
+
+
+def memory_note(rows: list[dict[str, Any]]) -> str | None:
+    kinds = memory_kinds(rows)
+    if not kinds:
+        return None
+    if len(kinds) == 1:
+        return f"Peak memory: {MEMORY_KINDS[kinds[0]]}."
+    said = "; ".join(f"{MEMORY_SHORT[k]}: {MEMORY_KINDS[k]}" for k in kinds)
+    return (f"Peak memory is not the same measurement in every row ({said}); "
+            "compare only rows of one kind, so no value is marked best.")
+
+
+def demo_note(data: ReportData) -> str | None:
+    """What a page built by the demo can and cannot show (None for a user's own runs)."""
+    if data.origin != "demo":
+        return None
+    limit = (data.compare.get("settings") or {}).get("limit")
+    counts = [a.n for r in data.runs for a in r.accuracy.values() if a.n]
+    items = limit or (max(counts) if counts else None)
+    scored = f"scored on {items} items per benchmark" if items else "scored on a few items per benchmark"
+    return (f"This page comes from the demo: a tiny model trained for minutes on templated data and {scored}, "
+            "so it shows that the pipeline runs end to end and how the methods compare in memory and training time, "
+            "but it cannot show how LISA's quality compares with LoRA's at scale.")
+
+
+def notes(data: ReportData, rows: list[dict[str, Any]], demo: bool = True) -> list[str]:
+    """The sentences under the table, in both the Markdown and the HTML page (which shows the demo's at the top)."""
+    out = [line for line in (demo_note(data) if demo else None, memory_note(rows)) if line]
+    if data.baseline:
+        out.append(f"Δ vs {data.baseline}: each run's score minus {data.baseline}'s, in percentage points "
+                   "(MT-Bench: judge points), not a relative gain.")
+    return out + constant_answer_notes(data)
+
+
 def best_rows(column: Column, rows: list[dict[str, Any]]) -> set[int]:
     """Indexes of the rows holding the column's best value (ties all marked)."""
-    if column.better is None:
+    if column.better is None or not column.star:
         return set()
     values = [(i, r.get(column.key)) for i, r in enumerate(rows)]
     values = [(i, v) for i, v in values if isinstance(v, (int, float)) and not math.isnan(v)]
-    if len(values) < 2:
+    if len(values) < 2 or len({v for _, v in values}) == 1:  # nothing differs: nobody is best
         return set()
     target = (max if column.better == HIGHER else min)(v for _, v in values)
+    if column.star_beyond is not None and not (target > column.star_beyond if column.better == HIGHER
+                                               else target < column.star_beyond):
+        return set()
     return {i for i, v in values if v == target}
 
 
@@ -139,17 +217,18 @@ def markdown(data: ReportData) -> str:
     # run names and settings are untrusted: Markdown renderers pass raw HTML through
     cell = lambda c, i, r: html.escape("**" + c.text(r) + "**" if i in best[c.key] else c.text(r)).replace("|", "\\|")  # noqa: E731
     body = [[cell(c, i, r) for c in cols] for i, r in enumerate(rows)]
-    notes = [
+    lines = [
         "",
         "MT-Bench overall is the mean of the turn-1 and turn-2 means (FastChat's score), with a 95% bootstrap "
         f"interval over questions ({data.resamples} resamples, seed {data.seed}). Accuracies are % ± lm-eval's stderr. "
-        "**Bold**: best in its column.",
+        "**Bold**: best in its column (none where every row has the same value).",
     ]
+    lines += [item for line in notes(data, rows) for item in ("", html.escape(line, quote=False))]
     if any(r.get("mt_bench_status") == NOT_JUDGED for r in rows):
-        notes += ["", "MT-Bench answers were generated but not judged (no --judge-model), so no MT-Bench score is "
-                     "reported; the answers are in mt_bench/model_answer/."]
-    notes += [f"- {html.escape(line)}" for line in significance_lines(data)]
-    return render_table([c.title for c in cols], body, markdown=True) + "\n" + "\n".join(notes) + "\n"
+        lines += ["", "MT-Bench answers were generated but not judged (no --judge-model), so no MT-Bench score is "
+                      "reported; the answers are in mt_bench/model_answer/."]
+    lines += [f"- {html.escape(line, quote=False)}" for line in significance_lines(data)]
+    return render_table([c.title for c in cols], body, markdown=True) + "\n" + "\n".join(lines) + "\n"
 
 
 def to_csv(data: ReportData) -> str:

@@ -1,4 +1,4 @@
-"""Preprocessing for the task YAMLs beside this file (lm-eval imports it by path)."""
+"""Preprocessing for the variant task YAMLs beside this file (lm-eval imports it by path)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def gsm8k_without_calculator_notes(dataset):
     return dataset.map(lambda doc: {"answer": strip_calculator_notes(doc["answer"])})
 
 
-def pubmedqa_prompt(doc: dict) -> str:
-    labels = doc.get("labels") or []
-    sections = [
-        f"{label.capitalize()}: {text}" if label else text
-        for label, text in zip(labels + [""] * (len(doc["contexts"]) - len(labels)), doc["contexts"])
-    ]
-    return "Abstract:\n" + "\n".join(sections) + f"\nQuestion: {doc['question']}\nAnswer:"
+def pubmedqa_labelled_prompt(doc: dict) -> str:
+    """The abstract one labelled section per line ("Methods: ..."), then the question."""
+    contexts = doc["CONTEXTS"]
+    labels = list(doc.get("LABELS") or [])
+    labels += [""] * (len(contexts) - len(labels))
+    sections = [f"{label.capitalize()}: {text}" if label else text for label, text in zip(labels, contexts)]
+    return "Abstract:\n" + "\n".join(sections) + f"\nQuestion: {doc['QUESTION']}\nAnswer:"

@@ -13,8 +13,10 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from pydantic import BaseModel, Field, model_validator
 
-from lisa_plugin.config import LisaConfig
-from lisa_plugin.core.optimizer_state import SUPPORTED_OPTIMIZER_NAMES
+from lisa_plugin.config import (
+    LisaConfig, LisaConfigError, compatibility_problems, config_problems, plugin_listed, problems_message,
+    settings_from_block,
+)
 from lisa_plugin.core.switching import prepare_model
 from lisa_plugin.integrations.callback import LISACallback
 from lisa_plugin.manager import get_plugin_manager
@@ -27,6 +29,15 @@ class LISAPlugin(BasePlugin):
 
     def get_input_args(self) -> str:
         return "lisa_plugin.integrations.axolotl.LisaArgs"
+
+    def register(self, cfg) -> None:
+        # Axolotl calls this for `preprocess` and `train` alike, before it validates the config
+        # (and for every plugin it has loaded in this process, listed in this config or not).
+        if not plugin_listed(cfg):
+            return
+        problems = config_problems(cfg)
+        if problems:
+            raise LisaConfigError(problems_message(cfg.get("axolotl_config_path"), problems))
 
     def post_model_load(self, cfg, model) -> None:
         config = _lisa_config(cfg)
@@ -52,12 +63,7 @@ class LISAPlugin(BasePlugin):
 
 
 def _lisa_config(cfg) -> LisaConfig | None:
-    block = cfg.get("lisa") if hasattr(cfg, "get") else getattr(cfg, "lisa", None)
-    if not block:
-        return None
-    if isinstance(block, LisaConfig):
-        return block
-    return LisaConfig(**dict(block))
+    return settings_from_block(cfg.get("lisa") if hasattr(cfg, "get") else getattr(cfg, "lisa", None))
 
 
 def _show_switch_log_lines() -> None:
@@ -72,11 +78,6 @@ def _show_switch_log_lines() -> None:
         LOG.addHandler(handler)
 
 
-# Axolotl keys that cannot be combined with a `lisa:` block, and why.
-_ADAPTERS_REFUSED = ("lora", "qlora")
-_BUILTIN_LISA_KEYS = ("lisa_n_layers", "lisa_step_interval", "lisa_layers_attribute")
-
-
 class LisaArgs(BaseModel):
     """Axolotl input args contributed by ``LISAPlugin`` (mixed into Axolotl's config model)."""
 
@@ -87,44 +88,8 @@ class LisaArgs(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _compatible_with_rest_of_config(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not data.get("lisa"):
-            return data
-        problems = []
-        adapter = data.get("adapter")
-        if adapter in _ADAPTERS_REFUSED:
-            problems.append(
-                f"`adapter: {adapter}` cannot be combined with `lisa:`; LISA trains full "
-                "parameters of sampled layers. Remove `adapter` for LISA, or remove `lisa:` for LoRA"
-            )
-        builtin = [k for k in _BUILTIN_LISA_KEYS if data.get(k) not in (None, "")]
-        if builtin:
-            problems.append(
-                f"{', '.join(builtin)} configure Axolotl's built-in LISA callback; use only the "
-                "`lisa:` block (n_layers, interval_steps, layers_path) with lisa_plugin"
-            )
-        if data.get("deepspeed"):
-            problems.append(
-                "`deepspeed` cannot be combined with `lisa:`: DeepSpeed builds its optimizer "
-                "partitions once, at engine init, from the parameters trainable then; ZeRO-1/2 then "
-                "fill zero gradients for parameters without one, so frozen layers keep moving through "
-                "momentum and weight decay and all their optimizer state stays allocated, and ZeRO-3 "
-                "never re-partitions when LISA switches layers. Remove `deepspeed` and launch with "
-                "DDP (`accelerate launch` with an accelerate config of `distributed_type: MULTI_GPU`), "
-                "which LISA supports"
-            )
-        if data.get("fsdp") or data.get("fsdp_config"):
-            problems.append(
-                "`fsdp`/`fsdp_config` cannot be combined with `lisa:`: FSDP fixes at wrap time which "
-                "flat parameters it reduces and shards, while LISA changes the trainable layers every "
-                "interval. Remove `fsdp`/`fsdp_config` and launch with DDP (`accelerate launch` with "
-                "an accelerate config of `distributed_type: MULTI_GPU`), which LISA supports"
-            )
-        optimizer = data.get("optimizer")
-        if optimizer is not None and str(optimizer) not in SUPPORTED_OPTIMIZER_NAMES:
-            problems.append(
-                f"`optimizer: {optimizer}` is not supported with `lisa:`; LISA frees and "
-                f"recreates per-parameter AdamW state. Use one of {', '.join(SUPPORTED_OPTIMIZER_NAMES)}"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
+        if isinstance(data, dict):
+            problems = compatibility_problems(data)
+            if problems:
+                raise ValueError("; ".join(problems))
         return data

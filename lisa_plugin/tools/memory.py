@@ -290,20 +290,26 @@ def table(plans: list[Plan]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="built-in shape name or path to config.json / its folder")
     parser.add_argument("--list", action="store_true", help="list the built-in shapes")
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPE_BYTES))
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq", type=int, default=1024)
-    parser.add_argument("--gamma", type=int, default=2, help="LISA: decoder layers trainable at a time")
-    parser.add_argument("--rank", type=int, default=128, help="LoRA rank (all linear layers)")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPE_BYTES), help="dtype of the weights (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=1, help="micro-batch size, sequences per step (default: %(default)s)")
+    parser.add_argument("--seq", type=int, default=1024, help="sequence length in tokens (default: %(default)s)")
+    parser.add_argument("--gamma", type=int, default=2, help="LISA: decoder layers trainable at a time (default: %(default)s)")
+    parser.add_argument("--rank", type=int, default=128, help="LoRA rank, all linear layers (default: %(default)s)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="keep only each layer's input for backward (recompute the rest)")
     parser.add_argument("--no-train-embeddings", action="store_true", help="LISA: freeze E")
     parser.add_argument("--no-train-head", action="store_true", help="LISA: freeze H")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="methods to plan, comma-separated (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
         for name, shape in BUILTIN_SHAPES.items():

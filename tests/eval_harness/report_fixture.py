@@ -3,7 +3,10 @@
 Runs: Vanilla, full, lisa, lora and a LoRA run whose name is an HTML payload. MT-Bench scores
 are chosen so that LISA beats LoRA by 2 points on every question (a real gap) and differs from
 Full on one turn only (no real gap); LoRA has one unparsable verdict whose answer and judge
-text are HTML payloads too.
+text are HTML payloads too. Vanilla answers "yes" to every PubMedQA item (a constant answer).
+Peak memory is what the trainer logged (``memory="trainer"``), or zeros in the trainer's log and
+the training process's peak RSS in ``run_resources.json`` (``"rss"``), or both kinds (``"mixed"``:
+full's from the trainer, the others' RSS).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from lisa_formats.atomic import write_jsonl_atomic as atomic_write_jsonl
 from lisa_formats.history import LisaHistory
 from lisa_formats.jsonl import read_jsonl
 from lisa_formats.norms import LayerNorm, NormsProfile, RunNorms
+from lisa_formats.resources import write_resources
 
 from eval_harness.discovery import Run, TrainingFacts
 from eval_harness.results import Metric, ResultStore, TaskResult
@@ -29,6 +33,8 @@ PER_CATEGORY = 2  # questions per MT-Bench category: 16 questions in all
 GSM8K_N, PUBMEDQA_N = 40, 50
 TRAINABLE = {"full": 1_000_000, "lisa": 300_000, "lora": 20_000, EVIL_RUN: 20_000}
 MEMORY = {"full": 12.0, "lisa": 6.5, "lora": 5.0, EVIL_RUN: 5.5}
+RSS_BYTES = {"full": 9 * 2**30, "lisa": 5 * 2**30, "lora": 4 * 2**30, EVIL_RUN: 4 * 2**30 + 2**29}
+PUBMEDQA_CHOICES = ("yes", "no", "maybe")
 METHODS = {"Vanilla": "Vanilla", "full": "Full", "lisa": "LISA", "lora": "LoRA", EVIL_RUN: "LoRA"}
 SETTINGS = {"lisa": {"gamma": 2, "K": 5, "learning_rate": 1e-4}, "lora": {"r": 8, "alpha": 16, "note": PAYLOAD},
             EVIL_RUN: {"r": 4}}
@@ -104,7 +110,8 @@ def _lm_eval_result(run: str, task: str, out: Path) -> TaskResult:
     samples, metrics = [], {}
     for flt, tag in filters.items():
         right = correct(run, n, tag)
-        samples += [{"doc_id": i, "filter": flt, "metrics": [metric], metric: float(v)} for i, v in enumerate(right)]
+        samples += [{"doc_id": i, "filter": flt, "metrics": [metric], metric: float(v), **_answer(run, task, i)}
+                    for i, v in enumerate(right)]
         metrics[f"{metric},{flt}"] = Metric(float(right.mean()), float(right.std(ddof=1) / np.sqrt(n)))
     atomic_write_jsonl(store.samples_path(run, task), samples)
     return TaskResult(run=run, task=task, metrics=metrics, n_samples={"original": n, "effective": n},
@@ -112,17 +119,32 @@ def _lm_eval_result(run: str, task: str, out: Path) -> TaskResult:
                       details={"num_fewshot": 5, "lm_eval_version": "0.4.11"})
 
 
-def _train_logs(run_dir: Path, run: str) -> None:
+def _answer(run: str, task: str, item: int) -> dict:
+    """What lm-eval logs as the model's answer: a generated number, or one log-likelihood per choice."""
+    if task == "gsm8k":
+        return {"filtered_resps": [str(item * 7 % 11)]}
+    chosen = 0 if run == "Vanilla" else item % len(PUBMEDQA_CHOICES)
+    return {"arguments": [["Question: ...\nAnswer:", f" {c}"] for c in PUBMEDQA_CHOICES],
+            "filtered_resps": [[-1.0 if i == chosen else -5.0 - i, False] for i in range(len(PUBMEDQA_CHOICES))]}
+
+
+def _train_logs(run_dir: Path, run: str, memory: str) -> None:
     start = {"full": 2.0, "lisa": 2.2, "lora": 2.5, EVIL_RUN: 2.6}[run]
-    history = [{"step": s, "epoch": s / 20, "loss": start * 0.9 ** s, "memory/max_allocated (GiB)": MEMORY[run]}
+    logged = MEMORY[run] if memory == "trainer" or (memory == "mixed" and run == "full") else 0.0  # CPU logs zeros
+    history = [{"step": s, "epoch": s / 20, "loss": start * 0.9 ** s, "memory/max_allocated (GiB)": logged}
                for s in range(1, 21)]
     history.append({"step": 20, "train_runtime": 100.0 + TRAINABLE[run] / 10_000, "train_samples_per_second": 3.2,
                     "train_loss": start * 0.6})
     atomic_write_json(run_dir / "trainer_state.json", {"log_history": history})
+    if memory != "trainer":
+        write_resources(run_dir, peak_rss_bytes=RSS_BYTES[run], peak_gpu_bytes=None, wall_s=130.0,
+                        command=["axolotl", "train", "config.yml"], exit_code=0)
 
 
-def write_results(root: Path, shared_data: Path) -> dict:
-    """runs/ with run dirs and runs/report/ as compare writes it; returns the numbers put in."""
+def write_results(root: Path, shared_data: Path, *, memory: str = "trainer", settings: dict | None = None) -> dict:
+    """runs/ with run dirs and runs/report/ as compare writes it; returns the numbers put in.
+
+    ``settings`` are added to the compare settings recorded in results.json (e.g. ``{"origin": "demo"}``)."""
     runs_dir, out = root / "runs", root / "runs" / "report"
     questions = pick_questions(shared_data)
     scores = mt_scores(len(questions))
@@ -133,7 +155,7 @@ def write_results(root: Path, shared_data: Path) -> dict:
         training = TrainingFacts(trainable_params=TRAINABLE.get(name))
         if path is not None:
             path.mkdir(parents=True)
-            _train_logs(path, name)
+            _train_logs(path, name, memory)
         results = {}
         if name in scores:
             results["mt_bench"] = _mt_bench_result(name, scores[name], questions, out, shared_data / "mt_bench")
@@ -157,7 +179,7 @@ def write_results(root: Path, shared_data: Path) -> dict:
     atomic_write_json(runs_dir / "norms.json", profile.to_json())
     atomic_write_json(out / "results.json", {
         "schema_version": 1, "generated_by": "python -m eval_harness compare", "updated": "2025-01-01T00:00:00+00:00",
-        "complete": True, "settings": {"judge_repeats": 2, "limit": None}, "base_model": "base",
+        "complete": True, "settings": {"judge_repeats": 2, "limit": None, **(settings or {})}, "base_model": "base",
         "tasks": ["mt_bench", "gsm8k", "pubmedqa"], "problems": [], "runs": records,
     })
     return {"runs_dir": runs_dir, "out": out, "questions": questions, "scores": scores, "results": stored}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import subprocess
 import sys
 import types
@@ -14,8 +15,8 @@ import pytest
 from conftest import copy_run, link_runs, rebase_adapter, truncate
 
 import eval_harness.compare as compare_module
-from eval_harness.cli import main
-from eval_harness.compare import CompareSettings, compare
+from eval_harness.cli import build_parser, main
+from eval_harness.compare import CompareSettings, Comparison, compare
 from eval_harness.results import Metric, TaskResult
 
 SECRET = "sk-test-never-written-anywhere"
@@ -173,3 +174,125 @@ def test_bad_flags_exit_with_usage_error(tmp_path, bad, capsys):
         main(["compare", str(tmp_path), "--tasks", "gsm8k", *bad])
     assert exc.value.code == 2
     assert bad[0] in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- nothing to evaluate
+
+
+def _fake_run(run_dir: Path, n_params: int = 4, truncated: bool = False) -> Path:
+    """A full-weights run dir discovery accepts (config.json, a valid safetensors header), with no model behind it."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n_params], "data_offsets": [0, 4 * n_params]}}).encode()
+    body = struct.pack("<Q", len(header)) + header + b"\0" * (4 * n_params)
+    (run_dir / "model.safetensors").write_bytes(body[:-2] if truncated else body)
+    return run_dir
+
+
+def _tree(root: Path) -> dict:
+    """Every path under root with its kind, bytes and mtime: equal snapshots mean nothing was touched."""
+    return {str(p.relative_to(root)): (p.is_dir(), None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns)
+            for p in [root, *sorted(root.rglob("*"))]}
+
+
+def _no_runs(kind: str, root: Path) -> Path:
+    root.mkdir()
+    if kind == "not-a-run":
+        (root / "notes").mkdir()
+        (root / "notes" / "plan.txt").write_text("train later")
+    elif kind == "all-broken":
+        _fake_run(root / "truncated", truncated=True)
+        (root / "no-weights").mkdir()
+        (root / "no-weights" / "adapter_config.json").write_text('{"base_model_name_or_path": "base"}')
+    return root
+
+
+@pytest.mark.parametrize("kind", ["empty", "not-a-run", "all-broken"])
+def test_compare_without_a_run_stops_before_any_download_and_writes_nothing(tmp_path, kind):
+    """The default tasks offline would fetch PubMedQA from the hub: nothing may be fetched, nor written."""
+    runs = _no_runs(kind, tmp_path / "runs")
+    before = _tree(runs)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "eval_harness", "compare", str(runs), "--device", "cpu"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert _tree(runs) == before
+    assert "Traceback" not in proc.stderr and "PubMedQA" not in proc.stderr + proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    if kind == "all-broken":
+        assert last.startswith(f"compare: no run under {runs} can be evaluated: every run found has an error")
+        assert "truncated/model.safetensors" in proc.stderr and "no-weights: no weights found" in proc.stderr
+    else:
+        assert last.startswith(f"compare: no Axolotl run found under {runs}: expected it, or folders in it, to be "
+                               "Axolotl output dirs holding config.json and model.safetensors")
+    assert last.endswith("nothing was evaluated or written")
+
+
+# --------------------------------------------------------------------------- one vocabulary with `report`
+
+LEADERBOARD_OPTIONS = ("--format", "--baseline", "--resamples", "--seed", "--norms")
+
+
+def _option(command: str, option: str):
+    sub = next(a for a in build_parser()._subparsers._group_actions).choices[command]
+    return next(a for a in sub._actions if option in a.option_strings)
+
+
+@pytest.mark.parametrize("option", LEADERBOARD_OPTIONS)
+def test_compare_and_report_take_the_same_leaderboard_options(option):
+    a, b = _option("compare", option), _option("report", option)
+    fields = ("option_strings", "dest", "default", "type", "help", "metavar", "nargs", "required")
+    assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
+
+
+@pytest.mark.parametrize("bad", [["--format", "md,pdf"], ["--resamples", "0"], ["--seed", "-1"]])
+@pytest.mark.parametrize("command", ["compare", "report"])
+def test_leaderboard_options_are_validated_alike(tmp_path, capsys, command, bad):
+    with pytest.raises(SystemExit) as exc:
+        main([command, str(tmp_path), *bad])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {bad[0]}" in err and ("unknown format 'pdf'" in err if bad[0] == "--format" else bad[1] in err)
+
+
+def _fake_evaluate(self, outcome, task, lm_tasks, manager, lm, prefix):
+    """Stands in for one (run, task) evaluation: a stored GSM8K-like result, nothing loaded."""
+    value = {"full": 0.5, "lisa": 0.75}[outcome.run.name]
+    result = TaskResult(run=outcome.run.name, task=task, metrics={"exact_match,strict-match": Metric(value, 0.1)},
+                        n_samples={"original": 4, "effective": 4}, settings={}, seconds=0.0)
+    self.store.save(result)
+    outcome.results[task] = result
+    return lm, False
+
+
+def test_compare_writes_its_leaderboard_with_the_report_options(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    _fake_run(runs / "full")
+    _fake_run(runs / "lisa")
+    monkeypatch.setattr(Comparison, "_prepare_lm_eval_tasks", lambda self: ({}, None))
+    monkeypatch.setattr(Comparison, "_evaluate", _fake_evaluate)
+    args = ["compare", str(runs), "--tasks", "gsm8k", "--device", "cpu", "--baseline", "full", "--resamples", "50",
+            "--seed", "3", "--format", "md,json"]
+    assert main(args) == 0, capsys.readouterr()
+    out = runs / "report"
+    data = json.loads((out / "results.json").read_text())
+    assert data["report"]["baseline"] == "full" and data["report"]["formats"] == ["md", "json"]
+    assert data["report"]["bootstrap"] == {"resamples": 50, "seed": 3, "confidence": 0.95}
+    assert {k: data["settings"][k] for k in ("baseline", "resamples", "seed", "formats", "origin")} == {
+        "baseline": "full", "resamples": 50, "seed": 3, "formats": ["md", "json"], "origin": None}
+    rows = {r["run"]: r for r in data["leaderboard"]}
+    assert rows["lisa"]["delta_gsm8k_strict"] == pytest.approx(25.0)
+    md = (out / "leaderboard.md").read_text()
+    assert "Δ vs full, GSM8K strict (pp)" in md.splitlines()[0] and "(50 resamples, seed 3)" in md
+    assert not (out / "index.html").exists() and not (out / "leaderboard.csv").exists()
+
+
+def test_compare_refuses_a_baseline_that_names_no_run(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    _fake_run(runs / "full")
+    _fake_run(runs / "lisa")
+    before = _tree(runs)
+    monkeypatch.setattr(Comparison, "_prepare_lm_eval_tasks", lambda self: pytest.fail("must stop before preparing tasks"))
+    assert main(["compare", str(runs), "--tasks", "gsm8k", "--device", "cpu", "--baseline", "lsia"]) == 2
+    assert "compare: --baseline: Unknown run 'lsia'. Did you mean 'lisa'? Available: full, lisa" in capsys.readouterr().err
+    assert _tree(runs) == before

@@ -12,7 +12,10 @@ from conftest import copy_run, link_runs, rebase_adapter, truncate
 
 from lisa_plugin.tools.axolotl_runner import example_config
 
+from lisa_formats.resources import RESOURCES_FILE, write_resources
+
 from eval_harness.discovery import (
+    MEMORY_KINDS,
     VANILLA,
     RunError,
     check_safetensors,
@@ -146,3 +149,38 @@ def test_overrides(axolotl_runs):
     assert named["full"].method == "LISA"  # canonical spelling
     assert named["lora"].settings["r"] == 8
     assert any("'nope'" in p for p in found.problems)
+
+
+def _fake_full_run(run_dir: Path, trainer_memory_gib: float) -> Path:
+    """A full-weights run dir without a model behind it: config.json, a valid safetensors header, a trainer log."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    _write_safetensors(run_dir / "model.safetensors", 4)
+    log = [{"step": 1, "loss": 2.0, "memory/max_allocated (GiB)": trainer_memory_gib}, {"step": 1, "train_runtime": 3.0}]
+    (run_dir / "trainer_state.json").write_text(json.dumps({"log_history": log}))
+    return run_dir
+
+
+def test_peak_memory_falls_back_to_the_measured_one(tmp_path):
+    """On CPU the trainer logs zeros: run_resources.json's peak RSS is used, and said to be RSS."""
+    cpu = _fake_full_run(tmp_path / "cpu", 0.0)
+    assert read_run(cpu).training.peak_memory_gib is None  # zeros are "not measured", not "no memory"
+    write_resources(cpu, peak_rss_bytes=3 * 2**30 + 2**29, peak_gpu_bytes=None, wall_s=9.5,
+                    command=["axolotl", "train", "c.yml"], exit_code=0)
+    facts = read_run(cpu).training
+    assert (facts.peak_memory_gib, facts.peak_memory_kind) == (3.5, "rss_process")
+    assert RESOURCES_FILE in facts.sources and "RSS" in MEMORY_KINDS[facts.peak_memory_kind]
+    # measured GPU memory comes before RSS; what the trainer logged comes before both
+    write_resources(cpu, peak_rss_bytes=2**30, peak_gpu_bytes=2**31, wall_s=9.5, command=["axolotl"], exit_code=0)
+    assert (read_run(cpu).training.peak_memory_gib, read_run(cpu).training.peak_memory_kind) == (2.0, "gpu_process")
+    gpu = _fake_full_run(tmp_path / "gpu", 1.25)
+    write_resources(gpu, peak_rss_bytes=2**30, peak_gpu_bytes=None, wall_s=9.5, command=["axolotl"], exit_code=0)
+    assert (read_run(gpu).training.peak_memory_gib, read_run(gpu).training.peak_memory_kind) == (1.25, "gpu_trainer")
+
+
+def test_unreadable_resources_file_is_a_warning_naming_it(tmp_path):
+    run_dir = _fake_full_run(tmp_path / "run", 0.0)
+    (run_dir / RESOURCES_FILE).write_text("{not json")
+    run = read_run(run_dir)
+    assert run.ok and run.training.peak_memory_gib is None
+    assert any(str(run_dir / RESOURCES_FILE) in w and "peak memory not taken from it" in w for w in run.warnings)

@@ -10,6 +10,7 @@ from lm_eval.api.model import LM
 
 from eval_harness.discovery import VANILLA, discover_runs
 from eval_harness.lm_eval_runner import check_task_names, evaluate_task, load_lm, prepare_tasks, task_manager
+from eval_harness.subset import choose
 
 FEWSHOT = {"gsm8k": 1, "pubmedqa": 1}
 
@@ -45,8 +46,8 @@ def prepared(shared_data, tmp_path_factory):
 
 
 def score(lm, task, manager, out, limit=6):
-    return evaluate_task(lm, "scripted", task, manager, limit=limit, max_new_tokens=32,
-                         samples_path=out / f"{task.name}.jsonl", settings={})
+    return evaluate_task(lm, "scripted", task, manager, limit=limit, samples_path=out / f"{task.name}.jsonl",
+                         settings={})
 
 
 @pytest.mark.parametrize(
@@ -67,24 +68,33 @@ def test_gsm8k_filters(prepared, answer, strict, flexible):
 
 def test_pubmedqa_scores_the_official_test_split(prepared, shared_data):
     out, tasks, manager = prepared
-    truth = json.loads((shared_data / "pubmedqa" / "test_ground_truth.json").read_text())
-    test = [json.loads(line) for line in (out / "data" / "pubmedqa" / "test.jsonl").read_text().splitlines()]
-    fewshot = [json.loads(line) for line in (out / "data" / "pubmedqa" / "fewshot.jsonl").read_text().splitlines()]
-    assert [r["pubid"] for r in test] == list(truth)
-    assert [r["final_decision"] for r in test] == list(truth.values())
-    assert len(fewshot) == 500 and not {r["pubid"] for r in fewshot} & set(truth)
+    src = shared_data / "pubmedqa"
+    pool = json.loads((src / "ori_pqal.json").read_text())
+    truth = json.loads((src / "test_ground_truth.json").read_text())
+    splits = {name: [json.loads(line) for line in (out / "data" / "pubmedqa" / f"{name}.jsonl").read_text().splitlines()]
+              for name in ("test", "train", "validation")}
+    assert splits["test"] == [{k: pool[p].get(k) for k in splits["test"][0]} for p in truth]
+    assert [d["final_decision"] for d in splits["test"]] == list(truth.values())
+    assert (len(splits["train"]), len(splits["validation"])) == (450, 50)  # fold 0, the exemplar pool
+    test_questions = {pool[p]["QUESTION"] for p in truth}
+    assert not any(d["QUESTION"] in test_questions for d in splits["train"] + splits["validation"])
 
     right = score(ScriptedLM(lambda doc: doc["final_decision"]), tasks["pubmedqa"], manager, out, limit=9)
     assert right.metrics["acc,none"].value == 1.0 and right.n_samples == {"original": 500, "effective": 9}
+    # the first 9 test items are all "yes"; the subset keeps the labels' proportions (276/169/55 of 500)
+    logged = [json.loads(line) for line in (out / "pubmedqa.jsonl").read_text().splitlines()]
+    assert sorted(s["doc"]["final_decision"] for s in logged) == ["maybe"] + ["no"] * 3 + ["yes"] * 5
+    assert right.details["subset"]["description"] == "subset of 9 of 500 items (seed 1234, stratified by final_decision)"
     always_maybe = score(ScriptedLM(lambda doc: "maybe"), tasks["pubmedqa"], manager, out, limit=9)
-    expected = sum(label == "maybe" for label in list(truth.values())[:9]) / 9
-    assert always_maybe.metrics["acc,none"].value == pytest.approx(expected)
+    assert always_maybe.metrics["acc,none"].value == pytest.approx(1 / 9)
     assert always_maybe.metrics["acc,none"].stderr is not None
 
 
-def test_full_and_lora_runs_through_hf(axolotl_runs, prepared):
+def test_full_and_lora_runs_through_hf(axolotl_runs, prepared, shared_data):
     out, tasks, manager = prepared
     runs = {r.name: r for r in discover_runs(axolotl_runs).runs}
+    labels = json.loads((shared_data / "pubmedqa" / "test_ground_truth.json").read_text()).values()
+    picked = {"gsm8k": set(choose([None] * 1319, 2).indices), "pubmedqa": set(choose(list(labels), 2).indices)}
     logliks = {}
     for name in (VANILLA, "full", "lora"):
         lm = load_lm(runs[name], batch_size=2, dtype="float32", device="cpu")
@@ -98,8 +108,8 @@ def test_full_and_lora_runs_through_hf(axolotl_runs, prepared):
             assert keys[task.name] <= set(result.metrics)
             assert all(0.0 <= m.value <= 1.0 for m in result.metrics.values())
             lines = [json.loads(line) for line in samples.read_text().splitlines()]
-            # one line per document and filter (GSM8K has two filters)
-            assert {s["doc_id"] for s in lines} == {0, 1} and all("resps" in s and "doc" in s for s in lines)
+            # one line per document and filter (GSM8K has two filters), for the seeded subset's items
+            assert {s["doc_id"] for s in lines} == picked[task.name] and all("resps" in s and "doc" in s for s in lines)
             if task.name == "pubmedqa":
                 logliks[name] = [r[0][0] for s in lines for r in s["resps"]]
     # the adapter was applied (through peft) and the full run's weights were used

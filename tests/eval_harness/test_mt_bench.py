@@ -224,7 +224,10 @@ def test_judge_prompts_follow_fastchat(shared_data):
     name, _, user = single_prompt(bench, by_id[111], ["A1", "A2"], 2)
     assert name == "single-math-v1-multi-turn"
     assert bench.references[111][0] in user and bench.references[111][1] in user and "A2" in user
-    assert [q.question_id for q in mt_data.select(bench.questions, 3)] == [81, 82, 83]
+    # --limit keeps categories apart: a seeded subset, never the first (writing) questions only
+    picked = mt_data.select(bench.questions, 8)
+    assert sorted(q.category for q in picked) == sorted({q.category for q in bench.questions})
+    assert picked == mt_data.select(bench.questions, 8) and len(mt_data.select(bench.questions, 3)) == 3
     assert (by_id[81].temperature, by_id[111].temperature, by_id[141].temperature) == (0.7, 0.0, 0.1)
 
 

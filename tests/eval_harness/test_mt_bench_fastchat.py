@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from eval_harness.mt_bench import JudgeSettings, parse_score, run_mt_bench
+from eval_harness.mt_bench.data import load, select
 from eval_harness.mt_bench.fastchat_worker import get_context_length
 from lisa_formats.jsonl import read_jsonl
 
@@ -99,7 +100,8 @@ def test_judge_through_fastchat_serving_stack(fastchat_judge, tiny_root, shared_
         mt_bench_dir=shared_data / "mt_bench", judge=judge, limit=1, max_new_tokens=4, device="cpu",
     )
     judgments = read_jsonl(tmp_path / "out" / "model_judgment" / "tiny-judge_single.jsonl")
-    assert sorted((j["question_id"], j["turn"]) for j in judgments) == [(81, 1), (81, 2)]
+    (picked,) = select(load(shared_data / "mt_bench").questions, 1)  # --limit 1: one seeded question
+    assert sorted((j["question_id"], j["turn"]) for j in judgments) == [(picked.question_id, 1), (picked.question_id, 2)]
     for j in judgments:
         assert isinstance(j["judgment"], str) and j["judgment"]  # what the tiny model said, not an error
         assert j["score"] == parse_score(j["judgment"]) == -1

@@ -63,7 +63,7 @@ def test_demo_data_is_written_in_the_data_dir_layout(tmp_path):
     assert len(json.loads((tmp_path / "pubmedqa" / "test_ground_truth.json").read_text())) == 2
     assert (tmp_path / "mt_bench" / "reference_answer" / "gpt-4.jsonl").is_file()
     tasks, _ = prepare_tasks(["gsm8k", "pubmedqa"], tmp_path / "out", tmp_path, {"gsm8k": 0})
-    assert [(t.lm_eval_name, t.num_fewshot) for t in tasks] == [("harness_gsm8k", 0), ("harness_pubmedqa", 5)]
+    assert [(t.lm_eval_name, t.num_fewshot) for t in tasks] == [("harness_gsm8k", 0), ("harness_pubmedqa", 0)]
 
 
 def _write_group(folder: Path) -> Path:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from eval_harness.cli import main
-from eval_harness.report import stats
-from eval_harness.report.collect import ReportInputError, load_report_data
-from tests.eval_harness.report_fixture import EVIL_RUN, MEMORY, PAYLOAD, TRAINABLE, correct, write_results
+from eval_harness.report import plots, stats, table
+from eval_harness.report.collect import ReportInputError, load_report_data, sample_answer
+from tests.eval_harness.report_fixture import EVIL_RUN, MEMORY, PAYLOAD, RSS_BYTES, TRAINABLE, correct, write_results
 
 SCREENSHOT = Path("/tmp/eval_harness_report.png")
 
@@ -48,17 +48,21 @@ def test_table_values_equal_the_stored_results(report):
     assert rows["lora"]["judge_parse_failures"] == "1" and rows["lisa"]["judge_parse_failures"] == "0"
     assert float(rows["lisa"]["judge_spread"]) == pytest.approx(0.1)
     lisa, lora = float(rows["lisa"]["mt_bench_overall"]), float(rows["lora"]["mt_bench_overall"])
-    assert float(rows["lisa"]["gain_mt_bench_overall_pct"]) == pytest.approx(100 * (lisa - lora) / lora)
-    assert float(rows["lora"]["gain_mt_bench_overall_pct"]) == 0
+    assert float(rows["lisa"]["delta_mt_bench_overall"]) == pytest.approx(lisa - lora)  # judge points, not relative
+    assert float(rows["lora"]["delta_mt_bench_overall"]) == 0
+    assert float(rows["lisa"]["delta_gsm8k_strict"]) == pytest.approx(15.0)  # percentage points
     for run in ("full", "lisa", "lora"):
         assert int(rows[run]["trainable_params"]) == TRAINABLE[run]
         assert float(rows[run]["peak_memory_gib"]) == MEMORY[run]
+        assert rows[run]["peak_memory_kind"] == "gpu_trainer"
         assert float(rows[run]["train_samples_per_second"]) == 3.2
     assert rows["lisa"]["settings"] == "gamma=2 K=5" and rows["Vanilla"]["method"] == "Vanilla"
 
     md = (out / "leaderboard.md").read_text()
     lines = md.splitlines()
-    assert "MT-Bench overall [95% CI]" in lines[0] and "Gain vs lora (MT-Bench) %" in lines[0]
+    assert "MT-Bench overall [95% CI]" in lines[0] and "Δ vs lora, MT-Bench overall (points)" in lines[0]
+    assert "Gain" not in md and "%) %" not in md
+    assert "Peak GPU memory GiB (trainer)" in lines[0] and "Peak memory: peak GPU memory allocated, logged by the trainer" in md
     lisa_line = next(line for line in lines if line.startswith("| lisa "))
     assert f"**{lisa:.2f} [" in lisa_line  # best MT-Bench overall, marked
     assert "mean of the turn-1 and turn-2 means" in md
@@ -126,8 +130,12 @@ def test_report_cli_formats_and_errors(report, tmp_path, capsys):
     (broken / "results.json").write_text("{not json")
     with pytest.raises(ReportInputError, match=r"broken/results.json: not valid JSON"):
         load_report_data(broken)
-    with pytest.raises(ReportInputError, match="--baseline 'nope': no such run"):
+    with pytest.raises(ReportInputError, match="--baseline: Unknown run 'nope'"):
         load_report_data(report["out"], baseline="nope")
+    assert main(["report", str(report["runs_dir"]), "--baseline", "lroa", "--output", str(tmp_path / "typo")]) == 1
+    err = capsys.readouterr().err
+    assert "--baseline: Unknown run 'lroa'. Did you mean 'lora'?" in err and "Available: " in err
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +209,13 @@ def test_untrusted_text_is_inert_and_shown_as_text(browser_page, report):
     assert EVIL_RUN in text
 
 
-REPORT_OPTIONS = {"--output", "--results", "--format", "--mt-bench-dir", "--norms", "--baseline", "--resamples", "--seed"}
+LEADERBOARD_OPTIONS = {"--format", "--baseline", "--resamples", "--seed", "--norms"}  # compare and report alike
+REPORT_OPTIONS = {"--output", "--results", "--mt-bench-dir", *LEADERBOARD_OPTIONS}
 COMPARE_OPTIONS = {
     "--output", "--tasks", "--limit", "--judge-model", "--judge-base-url", "--judge-repeats", "--judge-concurrency",
     "--pairwise-baseline", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
     "--batch-size", "--dtype", "--device", "--max-new-tokens", "--template", "--method", "--set", "--base-model",
+    "--variant", "--apply-chat-template", "--fewshot-as-multiturn", *LEADERBOARD_OPTIONS,
 }
 
 
@@ -231,3 +241,122 @@ def test_report_help_lists_its_options():
     assert proc.returncode == 0, proc.stderr
     listed = {word.strip("[],") for word in proc.stdout.split() if word.startswith(("--", "[--"))}
     assert REPORT_OPTIONS <= listed, f"missing from `report --help`: {sorted(REPORT_OPTIONS - listed)}"
+
+
+# --------------------------------------------------------------------------- what the table may claim
+
+
+def _md_column(md: str, title_start: str) -> dict[str, str]:
+    """run -> cell of the Markdown leaderboard's column whose title starts with ``title_start``."""
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("| ")]
+    col = next(i for i, title in enumerate(rows[0]) if title.startswith(title_start))
+    return {row[0]: row[col] for row in rows[1:]}
+
+
+def test_no_star_where_nothing_differs_nor_for_the_baseline():
+    score = table.Column("x", "X", table.HIGHER, str)
+    assert table.best_rows(score, [{"x": 35.0}] * 4) == set()  # PubMedQA 35.0 for everyone: nobody is best
+    assert table.best_rows(score, [{"x": 35.0}, {"x": 40.0}, {"x": None}, {"x": 40.0}]) == {1, 3}
+    delta = table.Column("d", "D", table.HIGHER, str, star_beyond=0.0)
+    assert table.best_rows(delta, [{"d": 0.0}, {"d": -3.0}, {"d": -1.0}]) == set()  # the baseline is best: no star
+    assert table.best_rows(delta, [{"d": 0.0}, {"d": 0.0}]) == set()
+    assert table.best_rows(delta, [{"d": 0.0}, {"d": 2.0}, {"d": -1.0}]) == {1}
+
+
+def test_delta_column_is_in_points_and_stars_only_a_gain(report):
+    md = (report["out"] / "leaderboard.md").read_text()
+    delta = _md_column(md, "Δ vs lora")
+    assert delta["lora"] == "baseline" and delta["Vanilla"] == "-1.0"
+    assert delta["lisa"] == "**+2.0**"  # the largest gain over the baseline
+    # against the best run every other run loses: no star anywhere in the column
+    data = load_report_data(report["out"], baseline="lisa")
+    delta = _md_column(table.markdown(data), "Δ vs lisa")
+    assert delta["lisa"] == "baseline" and not any("**" in cell for cell in delta.values()), delta
+    # every row with the same score: no star in that column
+    for run in data.runs:
+        if "PubMedQA acc %" in run.accuracy:
+            run.accuracy["PubMedQA acc %"].value = 0.35
+    pubmedqa = _md_column(table.markdown(data), "PubMedQA acc %")
+    assert len(pubmedqa) == 5 and all(cell.startswith("35.0 ±") for cell in pubmedqa.values()), pubmedqa
+    rows = table.records(data)
+    column = next(c for c in table.columns(data, rows) if c.title == "PubMedQA acc %")
+    assert table.best_rows(column, rows) == set()  # the page stars exactly these rows
+
+
+def test_constant_answers_are_named(report):
+    notes = json.loads((report["out"] / "results.json").read_text())["report"]["notes"]
+    constant = [n for n in notes if "gave one answer" in n]
+    assert constant == ["Vanilla gave one answer ('yes') to all 50 items of PubMedQA acc: a score there is only how "
+                        "often that answer is right, not evidence that the questions were read."]
+    assert constant[0] in (report["out"] / "leaderboard.md").read_text()
+    assert "Vanilla gave one answer (&#x27;yes&#x27;) to all 50 items of PubMedQA acc" in (
+        report["out"] / "index.html").read_text()
+    data = load_report_data(report["out"])  # several runs with the same constant answer: one sentence names them all
+    for run in data.runs:
+        if run.name in ("full", "lora"):
+            pubmedqa = run.accuracy["PubMedQA acc %"]
+            pubmedqa.answers = dict.fromkeys(pubmedqa.answers, "yes")
+    assert [n for n in table.notes(data, table.records(data)) if "gave one answer" in n] == [
+        "Vanilla, full and lora gave one answer ('yes') to all 50 items of PubMedQA acc: a score there is only how "
+        "often that answer is right, not evidence that the questions were read."]
+
+
+def test_sample_answer_reads_lm_eval_records():
+    choices = [["ctx", " yes"], ["ctx", " no"], ["ctx", " maybe"]]
+    assert sample_answer({"arguments": choices, "filtered_resps": [[-9.0, False], [-2.5, True], [-4.0, False]]}) == "no"
+    assert sample_answer({"filtered_resps": [" 42 "]}) == "42"
+    assert sample_answer({"filtered_resps": [[-1.0, True]]}) is None  # one continuation: not a choice
+    assert sample_answer({}) is None
+
+
+@pytest.mark.parametrize("memory", ["rss", "mixed"])
+def test_peak_memory_says_what_it_measured(tmp_path, shared_data, memory):
+    info = write_results(tmp_path, shared_data, memory=memory)
+    assert main(["report", str(info["runs_dir"]), "--format", "md,csv,html"]) == 0
+    rows = _csv_rows(info["out"])
+    md = (info["out"] / "leaderboard.md").read_text()
+    html_text = (info["out"] / "index.html").read_text()
+    rss = {run: f"{RSS_BYTES[run] / 2**30:.2f}" for run in ("full", "lisa", "lora")}
+    if memory == "rss":  # the trainer logged zeros (CPU): the training process's peak RSS is shown, and said to be
+        assert {run: rows[run]["peak_memory_kind"] for run in rss} == dict.fromkeys(rss, "rss_process")
+        assert {run: float(rows[run]["peak_memory_gib"]) for run in rss} == {r: RSS_BYTES[r] / 2**30 for r in rss}
+        cells = _md_column(md, "Peak RSS GiB (training process)")
+        assert cells["lora"] == f"**{rss['lora']}**" and cells["full"] == rss["full"]
+        assert "Peak memory: peak RSS of the training process (measured by lisa-plugin train)." in md
+        assert "Quality vs peak memory" in html_text
+    else:  # two kinds: each cell says which, and none is called best
+        cells = _md_column(md, "Peak memory GiB (kind per row)")
+        assert cells["full"] == f"{MEMORY['full']:.2f} (GPU, trainer)" and cells["lisa"] == f"{rss['lisa']} (RSS, process)"
+        assert not any("**" in cell for cell in cells.values()), cells
+        assert "Peak memory is not the same measurement in every row" in md
+        assert "Quality vs trainable parameters" in html_text and "not one kind of measurement" in html_text
+
+
+def test_pareto_frontier_is_named_only_when_drawn(report, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_render", lambda fig: figures.append(fig) or "<svg/>")
+    data = load_report_data(report["out"])
+
+    def legend_and_caption():
+        plot = plots.pareto(data)
+        return [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()], plot.caption
+
+    legend, caption = legend_and_caption()
+    assert "Pareto frontier" in legend and "dashed line" in caption
+    for run in data.runs:  # one run with a cost: one point, which is no frontier
+        if run.name != "lisa":
+            run.training.peak_memory_gib = run.training.trainable_params = None
+    legend, caption = legend_and_caption()
+    assert legend == ["lisa (LISA)"] and "dashed" not in caption
+    assert plots.pareto_frontier([(1.0, 5.0), (2.0, 4.0), (3.0, 7.0), (3.0, 6.0)]) == [(1.0, 5.0), (3.0, 7.0)]
+
+
+def test_demo_page_says_what_the_demo_can_show(report, tmp_path, shared_data):
+    sentence = "This page comes from the demo: a tiny model trained for minutes on templated data and scored on 40 items"
+    own = (report["out"] / "index.html").read_text()
+    assert "comes from the demo" not in own and "comes from the demo" not in (report["out"] / "leaderboard.md").read_text()
+    info = write_results(tmp_path, shared_data, settings={"origin": "demo", "limit": 40})
+    assert main(["report", str(info["runs_dir"]), "--format", "md,html"]) == 0
+    html_text, md = (info["out"] / "index.html").read_text(), (info["out"] / "leaderboard.md").read_text()
+    assert sentence in md and "cannot show how LISA" in md
+    assert f'<p class="demo" id="demo-note">{sentence}' in html_text and "cannot show how LISA" in html_text

@@ -53,12 +53,32 @@ def test_deepspeed_is_refused(tiny_root, tmp_path):
         load(tiny_root, tmp_path, deepspeed=str(ds))
 
 
-def test_no_block_means_no_callback(tiny_root, tmp_path):
-    from lisa_plugin import LISAPlugin
+def test_listed_plugin_without_its_block_is_an_error_naming_the_near_key(tiny_root, tmp_path):
+    from lisa_plugin.config import LisaConfigError
 
-    cfg = load(tiny_root, tmp_path, lisa=None)
-    assert cfg.lisa is None
-    assert LISAPlugin().add_callbacks_post_trainer(cfg, trainer=None) == []
+    with pytest.raises(LisaConfigError, match=r"no `lisa:` block.*plain full fine-tune\. Did you mean 'lisa' \(found 'lsia'\)\?"):
+        load(tiny_root, tmp_path, lisa=None, lsia={"n_layers": 2})
+    with pytest.raises(LisaConfigError, match=r"no `lisa:` block") as raised:
+        load(tiny_root, tmp_path, lisa=None)
+    assert "Did you mean" not in str(raised.value) and "lisa:\n  n_layers: 2" in str(raised.value)
+
+
+def test_plugin_level_register_checks_only_configs_that_list_it():
+    from axolotl.utils.dict import DictDefault
+
+    from lisa_plugin import LISAPlugin
+    from lisa_plugin.config import LisaConfigError
+
+    plugin = LISAPlugin()
+    plugin.register(DictDefault({"plugins": ["some.OtherPlugin"], "lsia": {}}))  # not ours to judge
+    plugin.register(DictDefault({"plugins": ["lisa_plugin.LISAPlugin"], "lisa": {"n_layers": 2}}))
+    with pytest.raises(LisaConfigError, match=r"^c\.yml: `plugins:` lists lisa_plugin\.LISAPlugin but .*found 'LISA_'"):
+        plugin.register(DictDefault({"plugins": ["lisa_plugin.integrations.axolotl.LISAPlugin"], "LISA_": {},
+                                     "axolotl_config_path": "c.yml"}))
+    with pytest.raises(SystemExit) as raised:  # a command line that does not catch it prints only the message
+        plugin.register(DictDefault({"plugins": ["lisa_plugin.LISAPlugin"], "lisa": {"interval_step": 5}}))
+    assert raised.value.code.startswith("lisa.interval_step: unknown key. Did you mean 'interval_steps'?")
+    assert LISAPlugin().add_callbacks_post_trainer(DictDefault({}), trainer=None) == []
 
 
 def test_too_many_layers_fails_at_model_load(tiny_root, tmp_path):
