@@ -207,7 +207,11 @@ def best_rows(column: Column, rows: list[dict[str, Any]]) -> set[int]:
     if column.star_beyond is not None and not (target > column.star_beyond if column.better == HIGHER
                                                else target < column.star_beyond):
         return set()
-    return {i for i, v in values if v == target}
+    # ties are judged as shown: 10.26 and 10.4 both read "10", so neither is "best" over the other
+    shown = {i: (column.text(rows[i]).split() or [""])[0] for i, _ in values}
+    best_shown = {shown[i] for i, v in values if v == target}
+    marked = {i for i, _ in values if shown[i] in best_shown}
+    return set() if len(marked) == len(values) else marked
 
 
 def markdown(data: ReportData) -> str:

@@ -254,13 +254,21 @@ def _md_column(md: str, title_start: str) -> dict[str, str]:
 
 
 def test_no_star_where_nothing_differs_nor_for_the_baseline():
-    score = table.Column("x", "X", table.HIGHER, str)
+    score = table.Column("x", "X", table.HIGHER, lambda r: str(r["x"]))
     assert table.best_rows(score, [{"x": 35.0}] * 4) == set()  # PubMedQA 35.0 for everyone: nobody is best
     assert table.best_rows(score, [{"x": 35.0}, {"x": 40.0}, {"x": None}, {"x": 40.0}]) == {1, 3}
-    delta = table.Column("d", "D", table.HIGHER, str, star_beyond=0.0)
+    delta = table.Column("d", "D", table.HIGHER, lambda r: str(r["d"]), star_beyond=0.0)
     assert table.best_rows(delta, [{"d": 0.0}, {"d": -3.0}, {"d": -1.0}]) == set()  # the baseline is best: no star
     assert table.best_rows(delta, [{"d": 0.0}, {"d": 0.0}]) == set()
     assert table.best_rows(delta, [{"d": 0.0}, {"d": 2.0}, {"d": -1.0}]) == {1}
+
+
+def test_ties_are_judged_as_the_table_shows_them():
+    rounded = lambda r: "-" if r["x"] is None else f"{r['x']:.0f} GiB"  # noqa: E731
+    memory = table.Column("x", "Peak", table.LOWER, rounded)
+    assert table.best_rows(memory, [{"x": 10.26}, {"x": 10.4}]) == set()  # both read "10": no winner shown
+    assert table.best_rows(memory, [{"x": 10.2}, {"x": 13.0}, {"x": None}]) == {0}
+    assert table.best_rows(memory, [{"x": 10.2}, {"x": 10.4}, {"x": 13.0}]) == {0, 1}  # equal as shown
 
 
 def test_delta_column_is_in_points_and_stars_only_a_gain(report):
