@@ -14,17 +14,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from lisa_formats.escape import printable
 from lisa_formats.suggest import unknown
 
 from eval_harness import report
 from eval_harness.benchmarks import DEFAULT_TASKS, MT_BENCH, DataError, benchmark_for
 from eval_harness.benchmarks.mt_bench import resolve_dir as resolve_mt_bench_dir
-from eval_harness.discovery import RUN_LAYOUT, VANILLA, Discovery, discover_runs, weights_fingerprint
+from eval_harness.discovery import (RUN_LAYOUT, VANILLA, Discovery, discover_runs, is_report_dir, looks_like_run,
+                                    model_context, weights_fingerprint)
 from eval_harness.lm_eval_runner import (EvalOptions, LmEvalTask, cache_key, check_task_names, evaluate_task, load_lm,
                                          prepare_tasks, task_manager)
 from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from eval_harness.report.summary import format_metrics
-from eval_harness.results import Metric, ResultStore, RunOutcome, TaskResult
+from eval_harness.results import Metric, OutputLock, OutputUnavailable, ResultStore, RunOutcome, TaskResult
 
 __all__ = ["DEFAULT_TASKS", "MT_BENCH", "CompareSettings", "Comparison", "RunOutcome", "compare"]
 
@@ -63,6 +65,7 @@ class CompareSettings:
     formats: list[str] = field(default_factory=lambda: list(report.FORMATS))
     norms: Path | None = None
     origin: str | None = None  # "demo" when lisa-demo-compare runs it: the page then says what a demo can show
+    origin_note: str | None = None  # the demo's own sentence on what its numbers can and cannot show
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -73,6 +76,20 @@ class CompareSettings:
 
     def lm_eval_options(self) -> EvalOptions:
         return EvalOptions(self.variants, self.max_new_tokens, self.apply_chat_template, self.fewshot_as_multiturn)
+
+
+def base_model_source(base_model: str | None) -> dict[str, Any] | None:
+    """Where a local base model's weights came from (its ``lisa_model_source.json``, written by
+    ``lisa-plugin model``), without the file list; None for a hub id or a folder without one."""
+    from lisa_formats.model_source import read_model_source
+
+    if not base_model or not Path(base_model).is_dir():
+        return None
+    try:
+        record = read_model_source(base_model)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {k: v for k, v in record.items() if k != "files"} if record else None
 
 
 class _ModelLoadError(RuntimeError):
@@ -92,7 +109,8 @@ class Comparison:
     # ----------------------------------------------------------------- messages and files
 
     def say(self, message: str) -> None:
-        print(f"[compare {time.time() - self.started:7.1f}s] {message}", file=self.log, flush=True)
+        print(f"[compare {time.time() - self.started:7.1f}s] {printable(message, keep_newlines=True)}", file=self.log,
+              flush=True)
 
     def problem(self, message: str, shown: str | None = None) -> None:
         self.problems.append(message)
@@ -103,6 +121,7 @@ class Comparison:
         return report.write_progress(self.settings.output, {
             "settings": self.settings.to_json(),
             "base_model": self.discovery.base_model if self.discovery else None,
+            "base_model_source": base_model_source(self.discovery.base_model if self.discovery else None),
             "tasks": list(self.settings.tasks),
             "problems": self.problems,
             "runs": [outcome.to_json() for outcome in self.outcomes],
@@ -125,6 +144,21 @@ class Comparison:
         names = [run.name for run in runs]
         if s.baseline is not None and s.baseline not in names:
             return f"--baseline: {unknown('run', s.baseline, names)}; nothing was evaluated or written"
+        if s.output.is_dir() and looks_like_run(s.output) and not is_report_dir(s.output):
+            return (f"--output {s.output} is an Axolotl run folder (a run named {s.output.name!r}?); the report would "
+                    "be written into it and the run left out. Pass --output with another folder; nothing was "
+                    "evaluated or written")
+        return self._budget_problem()
+
+    def _budget_problem(self) -> str | None:
+        """--max-new-tokens that leaves no room for a prompt in some model's context (lm-eval would assert)."""
+        budget = self.settings.max_new_tokens
+        for run in self.discovery.runs if budget else []:
+            context = model_context(run.model_path) if run.ok else None
+            if context is not None and budget >= context:
+                return (f"--max-new-tokens {budget}: run {run.name}'s model ({run.model_path}) reads at most {context} "
+                        f"tokens, prompt included; set --max-new-tokens below {context} (e.g. {context // 4}); "
+                        "nothing was evaluated or written")
         return None
 
     def run(self) -> int:
@@ -281,6 +315,15 @@ class Comparison:
         result = _mt_bench_result(run.name, summary, key, time.time() - start)
         self.store.save(result)
         outcome.results[MT_BENCH] = result
+        if summary.get("complete") is False:  # shown as incomplete, never reused, and the exit status says so
+            missing = f"{summary.get('missing_judgments')} of {summary.get('expected_judgments')} judgments"
+            pairs = (summary.get("pairwise") or {}).get("missing")
+            message = (f"incomplete: {missing} missing{f', {pairs} pairwise verdicts missing' if pairs else ''} "
+                       "(the judge refused or answered unusably; see the log); no MT-Bench score is shown for it "
+                       "and the next run asks for the missing ones again")
+            outcome.task_errors[MT_BENCH] = message
+            self.problem(f"run {run.name} / {MT_BENCH}: {message}")
+            return
         self.say(f"{prefix}: {format_metrics(MT_BENCH, result) or 'answers written (not judged)'}")
 
     def _baseline_answers(self, run_name: str) -> Path | None:
@@ -297,8 +340,9 @@ class Comparison:
 
 
 def _mt_bench_result(run_name: str, summary: dict[str, Any], key: dict[str, Any], seconds: float) -> TaskResult:
+    complete = summary.get("complete") is not False  # a partial score is never shown as the score
     metrics = {
-        name: Metric(value=float(summary[name]) if summary.get(name) is not None else None)
+        name: Metric(value=float(summary[name]) if summary.get(name) is not None and complete else None)
         for name in ("overall", "turn1", "turn2") if summary.get("judged")
     }
     return TaskResult(
@@ -342,13 +386,31 @@ def _publish_report(comparison: Comparison) -> None:
 def compare(settings: CompareSettings, out: TextIO | None = None, log: TextIO | None = None) -> int:
     """Run the comparison; print the summary table on ``out`` (stdout) and progress on ``log``
     (stderr); return the exit status (0: everything evaluated, 1: something was skipped or
-    failed, 2: nothing to evaluate, nothing written, 130: interrupted)."""
+    failed, 2: nothing to evaluate, nothing written (or the output folder is unwritable or in use
+    by another compare), 130: interrupted).
+
+    The output folder is locked for the whole run: a second compare on it stops at once, saying so."""
     out = out or sys.stdout
     comparison = Comparison(settings, log)
     refusal = comparison.nothing_to_do()
     if refusal:  # before any download and before the output dir exists
-        print(f"compare: {refusal}", file=comparison.log, flush=True)
+        print(f"compare: {printable(refusal, keep_newlines=True)}", file=comparison.log, flush=True)
         return 2
+    try:
+        lock = OutputLock(settings.output).acquire()
+    except OutputUnavailable as exc:
+        print(f"compare: {printable(exc, keep_newlines=True)}", file=comparison.log, flush=True)
+        return 2
+    comparison.say(f"output {settings.output} locked ({lock.path.name}): another compare on it is refused "
+                   "until this one ends")
+    try:
+        return _run_and_report(comparison, out)
+    finally:
+        lock.release()
+
+
+def _run_and_report(comparison: Comparison, out: TextIO) -> int:
+    settings = comparison.settings
     try:
         status = comparison.run()
     except KeyboardInterrupt:
@@ -356,12 +418,20 @@ def compare(settings: CompareSettings, out: TextIO | None = None, log: TextIO | 
         comparison.write_report(complete=False)
         comparison.say(f"interrupted; finished results are in {settings.output} and a re-run resumes from them")
         status = 130
-    table = report.write_summary(settings.output, comparison.outcomes, settings.tasks)
+    except OSError as exc:  # a full disk or a folder made read-only mid-run: finished results stay as they were
+        print(f"compare: cannot write to {settings.output}: {exc}; the results finished before are kept and a re-run "
+              "resumes from them once the folder is writable again", file=comparison.log, flush=True)
+        return 1
+    try:
+        table = report.write_summary(settings.output, comparison.outcomes, settings.tasks)
+    except OSError as exc:
+        comparison.problems.append(f"summary not written: {exc}")
+        table = ""
     _publish_report(comparison)
     print(table, file=out)
     if comparison.problems:
         print(f"\n{len(comparison.problems)} problem(s):", file=out)
         for problem in comparison.problems:
-            print(f"  - {problem}", file=out)
+            print(f"  - {printable(problem, keep_newlines=True)}", file=out)
     print(f"\nresults: {settings.output / report.RESULTS_FILE}", file=out, flush=True)
     return status

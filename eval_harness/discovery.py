@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import stat
 import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -28,8 +30,15 @@ from typing import Any
 import yaml
 from lisa_formats.history import HISTORY_FILE, LisaHistory, read_history
 from lisa_formats.resources import RESOURCES_FILE, read_resources
+from lisa_formats.userfiles import MIB, UserFileError, is_regular_file, read_user_text
 
 VANILLA = "Vanilla"
+# Run folder names compare cannot use: the base model's row (any case: results/<name>/ on a case-insensitive disk)
+RESERVED_NAMES = (VANILLA.lower(),)
+# Bounds on what is read from a run folder (user input: a FIFO or /dev/zero must not hang or exhaust memory)
+CARD_LIMIT = 8 * MIB  # README.md (the model card)
+JSON_LIMIT = 64 * MIB  # adapter_config.json, trainer_state.json, safetensors index
+LOG_LIMIT = 256 * MIB  # debug.log: a longer log is read up to here
 METHODS = ("Vanilla", "LISA", "LoRA", "QLoRA", "Full")
 
 # The settings that tell two runs of one method apart, shown next to the method.
@@ -169,8 +178,8 @@ def check_weights(run_dir: Path, stem: str) -> int:
         return check_safetensors(single)
     if index.exists():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+            shards = sorted(set(json.loads(read_user_text(index, JSON_LIMIT))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError, TypeError, OSError) as exc:
             raise RunError(f"{index}: not a safetensors index with a 'weight_map' ({exc})") from None
         total = 0
         for shard in shards:
@@ -203,8 +212,16 @@ def weights_fingerprint(path: str | Path | None) -> str | None:
 # --------------------------------------------------------------------------- config
 
 
+def _read(path: Path, limit: int, truncate: bool = False) -> str:
+    """A run folder's text file, bounded; a FIFO, device or oversized file is a :class:`RunError` naming it."""
+    try:
+        return read_user_text(path, limit, truncate)
+    except (UserFileError, OSError) as exc:
+        raise RunError(str(exc) if isinstance(exc, UserFileError) else f"{path}: cannot read it ({exc})") from None
+
+
 def _config_from_readme(readme: Path) -> dict[str, Any] | None:
-    text = readme.read_text(errors="replace")
+    text = _read(readme, CARD_LIMIT)
     match = re.search(r"axolotl config.*?```yaml\n(.*?)```", text, re.S)
     if not match:
         return None
@@ -216,7 +233,7 @@ def _config_from_readme(readme: Path) -> dict[str, Any] | None:
 
 
 def _config_from_debug_log(log: Path) -> dict[str, Any] | None:
-    lines = log.read_text(errors="replace").splitlines()
+    lines = _read(log, LOG_LIMIT, truncate=True).splitlines()
     for i, line in enumerate(lines):
         if line.rstrip().endswith("config:") and i + 1 < len(lines) and lines[i + 1] == "{":
             block = []
@@ -269,6 +286,29 @@ def method_and_settings(cfg: dict[str, Any], adapter_cfg: dict[str, Any] | None)
     for key in COMMON_SETTINGS:
         if cfg.get(key) is not None:
             settings[key] = cfg[key]
+    return method, settings
+
+
+def method_from_evidence(run_dir: Path, cfg: dict[str, Any] | None, adapter_cfg: dict[str, Any] | None,
+                         source: str | None, warnings: list[str]) -> tuple[str, dict[str, Any]]:
+    """The method the run's own files show: LISA only when lisa_plugin left its ``lisa_history.json``.
+
+    The saved config says what was asked for; a ``lisa:`` block that Axolotl never handed to the
+    plugin (``plugins:`` without it) trains every parameter. A disagreement is added to ``warnings``."""
+    method, settings = method_and_settings(cfg or {}, adapter_cfg)
+    ran_lisa = is_regular_file(run_dir / HISTORY_FILE)
+    if method == "LISA" and not ran_lisa:
+        rest = {k: v for k, v in (cfg or {}).items() if k not in ("lisa", "plugins")}
+        method, settings = method_and_settings(rest, adapter_cfg)
+        warnings.append(
+            f"{run_dir}: the axolotl config ({source}) asks for LISA, but there is no {HISTORY_FILE}, which "
+            f"lisa_plugin writes whenever LISA trains: LISA did not run (was lisa_plugin.LISAPlugin missing from "
+            f"`plugins:`?), so the run is labelled {method}, what its files show"
+        )
+    elif method != "LISA" and ran_lisa:
+        warnings.append(f"{run_dir}: {HISTORY_FILE} shows LISA trained this run, but its axolotl config "
+                        f"({source or 'none found'}) names {method}; labelled LISA")
+        method, settings = "LISA", {k: v for k, v in settings.items() if k in COMMON_SETTINGS}
     return method, settings
 
 
@@ -343,12 +383,19 @@ def read_training_facts(run_dir: Path, cfg: dict[str, Any] | None, warnings: lis
     log = run_dir / "debug.log"
     if state.exists():
         try:
-            _fold_log_entries(json.loads(state.read_text()).get("log_history", []), facts, logging_steps)
+            _fold_log_entries(json.loads(_read(state, JSON_LIMIT)).get("log_history", []), facts, logging_steps)
             facts.sources.append(state.name)
-        except (json.JSONDecodeError, AttributeError):
-            pass
+        except (ValueError, AttributeError, RunError) as exc:
+            if warnings is not None and isinstance(exc, RunError):
+                warnings.append(f"{exc}; training facts taken from the other logs")
+    text = None
     if log.exists() and not facts.loss_curve:
-        text = log.read_text(errors="replace")
+        try:
+            text = _read(log, LOG_LIMIT, truncate=True)
+        except RunError as exc:
+            if warnings is not None:
+                warnings.append(f"{exc}; training facts taken from the other logs")
+    if text is not None:
         entries = []
         for match in _LOG_DICT.finditer(text):
             try:
@@ -404,6 +451,31 @@ def normalise_model_id(name: str | None, relative_to: Path | None = None) -> str
     return str(candidate.resolve()) if candidate.exists() else name
 
 
+def missing_local_model(name: str | None) -> bool:
+    """Whether ``name`` is written as a local path (not a hub id like ``org/model``) that does not exist."""
+    if not name:
+        return False
+    text = str(name)
+    path_like = text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+    return path_like and not Path(text).expanduser().exists()
+
+
+def model_context(model_path: str | None) -> int | None:
+    """The longest sequence a local model takes (its config's positions), or None when unknown (a hub id)."""
+    config = Path(model_path) / "config.json" if model_path else None
+    if config is None or not is_regular_file(config):
+        return None
+    try:
+        data = json.loads(read_user_text(config, JSON_LIMIT))
+    except (ValueError, OSError):
+        return None
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):  # the order lm-eval reads them in
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def is_report_dir(path: Path) -> bool:
     """A report written by ``compare`` (e.g. ``runs/report`` from an earlier ``--output``)."""
     return (path / "results.json").is_file() and (path / "results").is_dir()
@@ -418,9 +490,56 @@ RUN_LAYOUT = (
 
 def looks_like_run(path: Path) -> bool:
     markers = ("config.json", "adapter_config.json", "debug.log", "model.safetensors", "adapter_model.safetensors")
-    return any((path / m).exists() for m in markers) or (path / "README.md").exists() and bool(
-        read_axolotl_config(path)[0]
-    )
+    if any((path / m).exists() for m in markers):
+        return True
+    try:
+        return (path / "README.md").exists() and bool(read_axolotl_config(path)[0])
+    except RunError:  # a model card that cannot be read says nothing about the folder
+        return False
+
+
+def special_files(run_dir: Path) -> list[str]:
+    """FIFOs, sockets and devices among a run dir's files: a model or tokenizer loader would block on them."""
+    found = []
+    try:
+        entries = sorted(os.scandir(run_dir), key=lambda e: e.name)
+    except OSError as exc:
+        return [f"{run_dir}: cannot list its files ({exc})"]
+    for entry in entries:
+        try:
+            mode = os.stat(entry.path).st_mode  # through symlinks: debug.log -> /dev/zero counts
+        except OSError:
+            continue  # a dangling link is the loaders' "missing file", not a hang
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            found.append(f"{entry.path}: not a regular file (a FIFO, socket or device); loading the run would read it "
+                         "and could wait forever, so the run is not evaluated; replace it with a regular file")
+    return found
+
+
+def _adapter_config(adapter_file: Path) -> dict[str, Any]:
+    try:
+        adapter_cfg = json.loads(_read(adapter_file, JSON_LIMIT))
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{adapter_file}: not valid JSON ({exc})") from None
+    if not isinstance(adapter_cfg, dict):
+        raise RunError(f"{adapter_file}: a JSON {type(adapter_cfg).__name__}; expected a PEFT adapter config object")
+    return adapter_cfg
+
+
+def _read_adapter(run: Run, adapter_file: Path, adapter_cfg: dict[str, Any], cfg: dict[str, Any] | None) -> None:
+    """A PEFT adapter run: its base model (which must exist when written as a path) and adapter weights."""
+    run_dir = adapter_file.parent
+    base = adapter_cfg.get("base_model_name_or_path") or (cfg or {}).get("base_model")
+    if not base:
+        raise RunError(f"{adapter_file}: no 'base_model_name_or_path', and no base_model in the axolotl config")
+    run.base_model = normalise_model_id(str(base), run_dir)
+    if missing_local_model(run.base_model):
+        raise RunError(f"{adapter_file}: base model {run.base_model!r} does not exist (a local path, not a "
+                       "hub id such as 'org/name'); restore it there, or set base_model_name_or_path to "
+                       "where the base model is now")
+    run.model_path = run.base_model
+    run.adapter_path = str(run_dir.resolve())
+    run.training.trainable_params = check_weights(run_dir, "adapter_model") or None
 
 
 def read_run(run_dir: Path) -> Run:
@@ -428,6 +547,7 @@ def read_run(run_dir: Path) -> Run:
     run = Run(name=run_dir.name, method="Full", model_path=str(run_dir.resolve()), adapter_path=None,
               base_model=None, path=str(run_dir.resolve()))
     cfg: dict[str, Any] | None = None
+    run.errors += special_files(run_dir)
     try:
         cfg, run.config_source = read_axolotl_config(run_dir)
     except RunError as exc:
@@ -436,18 +556,8 @@ def read_run(run_dir: Path) -> Run:
     adapter_file = run_dir / "adapter_config.json"
     try:
         if adapter_file.exists():
-            try:
-                adapter_cfg = json.loads(adapter_file.read_text())
-            except json.JSONDecodeError as exc:
-                raise RunError(f"{adapter_file}: not valid JSON ({exc})") from None
-            base = adapter_cfg.get("base_model_name_or_path") or (cfg or {}).get("base_model")
-            if not base:
-                raise RunError(f"{adapter_file}: no 'base_model_name_or_path', and no base_model in the axolotl config")
-            run.base_model = normalise_model_id(base, run_dir)
-            run.model_path = run.base_model
-            run.adapter_path = str(run_dir.resolve())
-            n_adapter = check_weights(run_dir, "adapter_model")
-            run.training.trainable_params = n_adapter or None
+            adapter_cfg = _adapter_config(adapter_file)
+            _read_adapter(run, adapter_file, adapter_cfg, cfg)
         else:
             if not (run_dir / "config.json").exists():
                 raise RunError(f"{run_dir}: neither config.json (full weights) nor adapter_config.json (PEFT adapter)")
@@ -457,7 +567,7 @@ def read_run(run_dir: Path) -> Run:
         run.errors.append(str(exc))
     if cfg is None:
         run.warnings.append(f"{run_dir}: no axolotl config in README.md or debug.log; method guessed from the files")
-    run.method, run.settings = method_and_settings(cfg or {}, adapter_cfg)
+    run.method, run.settings = method_from_evidence(run_dir, cfg, adapter_cfg, run.config_source, run.warnings)
     facts = read_training_facts(run_dir, cfg, run.warnings)
     facts.trainable_params = facts.trainable_params or run.training.trainable_params
     facts.total_params = facts.total_params or run.training.total_params
@@ -501,6 +611,26 @@ def apply_overrides(run: Run, method: str | None, settings: dict[str, str]) -> N
             run.settings[key] = value
 
 
+def _candidates(runs_dir: Path, exclude: list[Path], problems: list[str]) -> list[Path]:
+    """The folders that may be runs: ``runs_dir`` itself when it is one, else its subfolders (reserved names
+    refused)."""
+    excluded = {Path(p).resolve() for p in exclude}
+    if looks_like_run(runs_dir):
+        candidates = [runs_dir]
+    else:
+        candidates = sorted(
+            p for p in runs_dir.iterdir()
+            if p.is_dir() and not p.name.startswith((".", "_")) and p.resolve() not in excluded
+            and not is_report_dir(p)
+        )
+    for path in [p for p in candidates if p.name.lower() in RESERVED_NAMES]:
+        problems.append(f"{path}: a run folder may not be named {path.name!r}: compare names the base model's row "
+                        f"{VANILLA!r}, and the two would share one row and one results folder; rename the folder "
+                        "(e.g. to vanilla-ft) to evaluate it; skipped")
+        candidates.remove(path)
+    return candidates
+
+
 def discover_runs(
     runs_dir: Path,
     *,
@@ -518,18 +648,9 @@ def discover_runs(
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs dir {runs_dir} does not exist or is not a directory")
-    excluded = {Path(p).resolve() for p in exclude}
     problems: list[str] = []
-    if looks_like_run(runs_dir):
-        candidates = [runs_dir]
-    else:
-        candidates = sorted(
-            p for p in runs_dir.iterdir()
-            if p.is_dir() and not p.name.startswith((".", "_")) and p.resolve() not in excluded
-            and not is_report_dir(p)
-        )
     runs: list[Run] = []
-    for path in candidates:
+    for path in _candidates(runs_dir, exclude, problems):
         if not looks_like_run(path):
             problems.append(f"{path}: not an Axolotl output dir (no config.json, adapter_config.json, "
                             "model weights, debug.log or model card with an axolotl config); skipped")
@@ -549,7 +670,11 @@ def discover_runs(
                 "its scores would not be comparable, so it is not evaluated (pass --base-model to choose)"
             )
     if include_vanilla and common:
-        runs.insert(0, Run(name=VANILLA, method=VANILLA, model_path=common, adapter_path=None, base_model=common))
+        vanilla = Run(name=VANILLA, method=VANILLA, model_path=common, adapter_path=None, base_model=common)
+        if missing_local_model(common):
+            vanilla.errors.append(f"base model {common!r} does not exist (a local path, not a hub id such as "
+                                  "'org/name'); pass --base-model with where it is now")
+        runs.insert(0, vanilla)
     for run in runs:
         apply_overrides(run, method_overrides.get(run.name), setting_overrides.get(run.name, {}))
     return Discovery(runs=runs, problems=problems, base_model=common)

@@ -15,6 +15,7 @@ new one, never half of one). ``results.json`` itself is written by :mod:`eval_ha
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,12 @@ class ResultStore:
             return None  # unreadable cache: recompute
 
     def cached(self, run: str, task: str, settings: dict[str, Any]) -> TaskResult | None:
-        """The stored result when it was computed with exactly ``settings``."""
+        """The stored result when it was computed with exactly ``settings`` and is complete.
+
+        A result with missing parts (``details["complete"]`` false: judgments the judge refused or
+        answered unusably) is shown by the report but never reused: the next run asks again."""
         found = self.load(run, task)
-        if found is None:
+        if found is None or (found.details or {}).get("complete") is False:
             return None
         if json.loads(json.dumps(found.settings, default=str)) != json.loads(json.dumps(settings, default=str)):
             return None
@@ -110,3 +114,53 @@ class RunOutcome:
             "task_errors": self.task_errors,
             "cached": self.cached,
         }
+
+
+class OutputUnavailable(RuntimeError):
+    """The output folder cannot be used: not writable, or locked by another ``compare``."""
+
+
+class OutputLock:
+    """An exclusive lock on a report folder, held while one ``compare`` writes into it.
+
+    Two ``compare`` runs on one folder would each judge and answer the same items (their JSONL
+    appends interleave); the second one is refused instead. The lock is ``flock`` on
+    ``.compare.lock`` (holding the holder's pid): the kernel drops it when the process dies,
+    so a killed run never leaves a stale lock behind.
+    """
+
+    FILE = ".compare.lock"
+
+    def __init__(self, output: Path):
+        self.output = Path(output)
+        self.path = self.output / self.FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "OutputLock":
+        import fcntl
+
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputUnavailable(
+                f"cannot write to --output {self.output}: {exc.strerror or exc}; choose a folder you can write to"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputUnavailable(
+                f"--output {self.output} is in use by another compare (pid {holder}); wait for it to finish, "
+                "or pass another --output (two runs on one folder would judge and answer the same items twice)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

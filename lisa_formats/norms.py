@@ -15,8 +15,11 @@ sampling strategy and by the evaluation report. One row per layer group: the emb
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from lisa_formats.userfiles import read_user_text
 
 FORMAT = "lisa_norms/1"
 PROFILE_FILE = "norms.json"
@@ -66,13 +69,30 @@ class NormsProfile:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"{source}: format {found!r}; {expected}")
         try:
+            if not isinstance(data["runs"], list):
+                raise TypeError(f"'runs' is a {type(data['runs']).__name__}, not a list")
             runs = [
-                RunNorms(**{**run, "layers": [LayerNorm(**row) for row in run["layers"]]})
+                RunNorms(**{**run, "layers": [_layer_row(row) for row in run["layers"]]})
                 for run in data["runs"]
             ]
             return cls(base=str(data["base"]), runs=runs, format=data["format"])
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{source}: malformed {FORMAT} record ({type(exc).__name__}: {exc}); {expected}") from None
+
+
+def _layer_row(row: object) -> LayerNorm:
+    """One ``layers`` row, checked: a decoder row's ``layer`` is its index, every norm a finite number."""
+    if not isinstance(row, dict):
+        raise TypeError(f"a 'layers' row is a {type(row).__name__}, not an object")
+    norm = LayerNorm(**row)
+    if norm.kind not in (EMBEDDING, LAYER, HEAD):
+        raise ValueError(f"row {row!r}: 'kind' must be {EMBEDDING!r}, {LAYER!r} or {HEAD!r}")
+    if norm.kind == LAYER and not (isinstance(norm.layer, (str, int)) and str(norm.layer).isdigit()):
+        raise ValueError(f"row {row!r}: a decoder layer's 'layer' must be its index, e.g. \"0\"")
+    value = norm.update_norm
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"row {row!r}: 'update_norm' must be a finite number >= 0")
+    return norm
 
 
 def profile_path(path: str | Path) -> Path:
@@ -85,7 +105,7 @@ def read_profile(path: str | Path, key: str = "lisa.profile") -> NormsProfile:
     """A profile file (or a folder holding ``norms.json``); errors name ``key`` and the file."""
     path = profile_path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_user_text(path))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{key}: cannot read {str(path)!r} ({exc}); expected a `lisa-plugin norms` JSON") from None
     return NormsProfile.from_json(data, source=f"{key}: {path}")

@@ -8,6 +8,7 @@ that strategy declares (``lisa_strategy_options``; see :mod:`lisa_plugin.strateg
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,11 +32,19 @@ class LisaConfig(BaseModel):
     )
     train_embeddings: bool = Field(True, description="E: input embeddings always trainable")
     train_head: bool = Field(True, description="H: LM head (and final norm) always trainable")
-    seed: int | None = Field(None, description="seed of the layer sequence; null: the run's `seed`")
+    seed: int | None = Field(None, ge=0, description="seed of the layer sequence; null: the run's `seed`")
     optimizer_state: Literal["release", "keep"] = Field(
         "release",
         description="release: drop AdamW state of deactivated layers; keep: keep it",
     )
+
+    @field_validator("n_layers", "interval_steps", "seed", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any, info) -> Any:
+        # pydantic would read `true` as 1: a YAML slip, not a layer count
+        if isinstance(value, bool):
+            raise ValueError(f"lisa.{info.field_name}: {value!r} is a boolean; expected an integer (e.g. 2)")
+        return value
 
     @field_validator("strategy")
     @classmethod
@@ -72,6 +81,7 @@ class LisaConfig(BaseModel):
 # --- Checking a whole Axolotl config: at plugin registration and by `lisa-plugin check` -------------
 
 PLUGIN_NAME = "lisa_plugin.LISAPlugin"
+LOG = logging.getLogger("lisa_plugin")
 BLOCK_EXAMPLE = "lisa:\n  n_layers: 2\n  interval_steps: 20"
 
 
@@ -118,8 +128,11 @@ def _pydantic_problem(error: Mapping[str, Any]) -> str:
 
 
 def block_problems(block: Any) -> list[str]:
-    """What is wrong with the ``lisa:`` block itself, one sentence per problem (empty: nothing)."""
-    if not block:
+    """What is wrong with the ``lisa:`` block itself, one sentence per problem (empty: nothing).
+
+    ``lisa: {}`` is a block (LISA with every default, as Axolotl's validated config has it);
+    only a missing key or ``lisa: null`` is none."""
+    if block is None:
         return []
     if not isinstance(block, Mapping):
         return [f"lisa: expected a mapping of settings ({', '.join(LisaConfig.model_fields)}), got {block!r}"]
@@ -139,9 +152,45 @@ _DDP_INSTEAD = (
 )
 
 
+def _sharding_problems(data: Mapping[str, Any]) -> list[str]:
+    """DeepSpeed (any stage) and FSDP1 are refused; FSDP2 needs one unit per decoder layer."""
+    problems = []
+    if data.get("deepspeed"):
+        problems.append(
+            "`deepspeed` cannot be combined with `lisa:`: DeepSpeed builds its optimizer "
+            "partitions once, at engine init, from the parameters trainable then; ZeRO-1/2 then "
+            "fill zero gradients for parameters without one, so frozen layers keep moving through "
+            "momentum and weight decay and all their optimizer state stays allocated, and ZeRO-3 "
+            "never re-partitions or re-registers its gradient hooks when LISA switches layers (no "
+            "public API does; DeepSpeed is not installed where lisa_plugin is tested, so no rebuild "
+            "could be tested). Remove `deepspeed` and use `fsdp_version: 2` with `fsdp_config`, or "
+            f"{_DDP_INSTEAD}"
+        )
+    if not (data.get("fsdp") or data.get("fsdp_config")):
+        return problems
+    fsdp_config = data.get("fsdp_config") or {}
+    version = data.get("fsdp_version") or fsdp_config.get("fsdp_version") or fsdp_config.get("version") or 1
+    wrap = fsdp_config.get("auto_wrap_policy")
+    if str(version) != "2":
+        problems.append(
+            f"`fsdp_version: {version}` (FSDP1, Axolotl's default) cannot be combined with `lisa:`: FSDP1 "
+            "flattens each wrapped module into one tensor that is reduced and updated as a whole, while "
+            "LISA freezes single decoder layers. Set `fsdp_version: 2` (FSDP2 shards per parameter and "
+            f"follows the switches), or remove `fsdp`/`fsdp_config` and {_DDP_INSTEAD}"
+        )
+    elif wrap != "TRANSFORMER_BASED_WRAP":
+        problems.append(
+            f"`fsdp_config.auto_wrap_policy: {wrap}` with `lisa:`: LISA under FSDP2 needs one `fully_shard` "
+            "unit per decoder layer (a frozen layer then costs only its all-gather, and a tied "
+            "embedding/head pair stays in the root unit). Set `auto_wrap_policy: TRANSFORMER_BASED_WRAP` "
+            "and `transformer_layer_cls_to_wrap:` the decoder layer class (e.g. LlamaDecoderLayer)"
+        )
+    return problems
+
+
 def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
-    """What in the rest of an Axolotl config cannot go with a (non-empty) ``lisa:`` block."""
-    if not data.get("lisa"):
+    """What in the rest of an Axolotl config cannot go with a ``lisa:`` block (an empty one included)."""
+    if data.get("lisa") is None:
         return []
     from lisa_plugin.core.optimizer_state import SUPPORTED_OPTIMIZER_NAMES
 
@@ -158,20 +207,7 @@ def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
             f"{', '.join(builtin)} configure Axolotl's built-in LISA callback; use only the "
             "`lisa:` block (n_layers, interval_steps, layers_path) with lisa_plugin"
         )
-    if data.get("deepspeed"):
-        problems.append(
-            "`deepspeed` cannot be combined with `lisa:`: DeepSpeed builds its optimizer "
-            "partitions once, at engine init, from the parameters trainable then; ZeRO-1/2 then "
-            "fill zero gradients for parameters without one, so frozen layers keep moving through "
-            "momentum and weight decay and all their optimizer state stays allocated, and ZeRO-3 "
-            f"never re-partitions when LISA switches layers. Remove `deepspeed` and {_DDP_INSTEAD}"
-        )
-    if data.get("fsdp") or data.get("fsdp_config"):
-        problems.append(
-            "`fsdp`/`fsdp_config` cannot be combined with `lisa:`: FSDP fixes at wrap time which "
-            "flat parameters it reduces and shards, while LISA changes the trainable layers every "
-            f"interval. Remove `fsdp`/`fsdp_config` and {_DDP_INSTEAD}"
-        )
+    problems += _sharding_problems(data)
     optimizer = data.get("optimizer")
     if optimizer is not None and str(optimizer) not in SUPPORTED_OPTIMIZER_NAMES:
         problems.append(
@@ -193,18 +229,46 @@ def config_problems(data: Mapping[str, Any]) -> list[str]:
     if listed and "lisa" not in data:
         return [missing_block_message(data)]
     problems = []
-    if data.get("lisa") and not listed:
+    if data.get("lisa") is not None and not listed:
         problems.append(
             f"the config has a `lisa:` block but `plugins:` does not list {PLUGIN_NAME}: Axolotl would "
             f"ignore the block and run a plain full fine-tune. Add\nplugins:\n  - {PLUGIN_NAME}"
         )
     block = block_problems(data.get("lisa"))
-    return problems + block + (compatibility_problems(data) if not block else [])
+    if not block:
+        problems += compatibility_problems(data) + _run_seed_problems(data)
+        for warning in config_warnings(data):
+            LOG.warning("%s", warning)
+    return problems + block
+
+
+def _run_seed_problems(data: Mapping[str, Any]) -> list[str]:
+    """The run's ``seed`` seeds LISA's layer sequence when ``lisa.seed`` is unset: it must be usable."""
+    if data.get("lisa") is None or (data.get("lisa") or {}).get("seed") is not None:
+        return []
+    seed = data.get("seed")
+    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        return []
+    return [f"seed: {seed!r}; LISA seeds its layer sequence from the run's `seed` when `lisa.seed` is unset, so it "
+            "must be an integer >= 0 (or set `lisa.seed`)"]
+
+
+def config_warnings(data: Mapping[str, Any]) -> list[str]:
+    """What a valid config with a ``lisa:`` block probably does not mean (logged by :func:`config_problems`)."""
+    settings = settings_from_block(data.get("lisa")) if not block_problems(data.get("lisa")) else None
+    max_steps = data.get("max_steps")
+    if settings is None or isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= 0:
+        return []
+    if max_steps <= settings.interval_steps:
+        return [f"max_steps: {max_steps} is not more than lisa.interval_steps ({settings.interval_steps}): LISA will "
+                f"train one sampled set of {settings.n_layers} layer(s) for the whole run and never switch; lower "
+                "`lisa.interval_steps` to see it switch"]
+    return []
 
 
 def settings_from_block(block: Any) -> "LisaConfig | None":
-    """The settings a ``lisa:`` block asks for, or None when LISA is off (no block, or an empty one)."""
-    if not block:
+    """The settings a ``lisa:`` block asks for (``{}``: every default), or None when there is no block."""
+    if block is None:
         return None
     if isinstance(block, LisaConfig):
         return block

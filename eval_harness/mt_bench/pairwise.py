@@ -15,8 +15,9 @@ from pathlib import Path
 from lisa_formats.jsonl import read_jsonl
 
 from eval_harness.judges import Judge
+from eval_harness.judges.openai_compat import redact_key
 from eval_harness.mt_bench.data import MTBench, Question
-from eval_harness.mt_bench.judge import Grading, judge_prompt, run_judge_tasks
+from eval_harness.mt_bench.judge import Grading, judge_endpoint, judge_prompt, run_judge_tasks
 
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
 ERROR = "error"  # FastChat's winner for a verdict without [[A]], [[B]] or [[C]]
@@ -63,7 +64,8 @@ def judge_pairs(
     grading: Grading,
 ) -> dict:
     """Judge each turn of ``model_id`` against ``baseline_id`` in both orders; skips stored pairs."""
-    done = {pair_key(r) for r in read_jsonl(judgment_file)}
+    endpoint = judge_endpoint(grading.judge)
+    done = {pair_key(r) for r in read_jsonl(judgment_file) if r.get("judge_endpoint") == endpoint}
     tasks = []
     for q in questions:
         if q.question_id not in baseline_answers:
@@ -77,8 +79,8 @@ def judge_pairs(
                 tasks.append(PairTask(q, turn, name, system, g1, g2))
 
     def grade(judge: Judge, task: PairTask) -> dict:
-        g1_judgment = judge.complete(task.system, task.g1_user)
-        g2_judgment = judge.complete(task.system, task.g2_user)
+        g1_judgment = redact_key(judge.complete(task.system, task.g1_user))
+        g2_judgment = redact_key(judge.complete(task.system, task.g2_user))
         g1 = {"A": "model_1", "B": "model_2"}.get(parse_verdict(g1_judgment), parse_verdict(g1_judgment))
         g2 = {"A": "model_2", "B": "model_1"}.get(parse_verdict(g2_judgment), parse_verdict(g2_judgment))
         return {
@@ -88,6 +90,7 @@ def judge_pairs(
             "g1_winner": g1,
             "g2_winner": g2,
             "judge": [grading.judge.model, task.prompt_name],
+            "judge_endpoint": endpoint,
             "g1_user_prompt": task.g1_user,
             "g1_judgment": g1_judgment,
             "g2_user_prompt": task.g2_user,
@@ -99,10 +102,16 @@ def judge_pairs(
     return run_judge_tasks(tasks, grade, judgment_file, grading, f"MT-Bench pairwise ({model_id} vs {baseline_id})")
 
 
-def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_model: str, question_ids: set[int]) -> dict:
-    """Win/loss/tie of ``model_id`` against the baseline, FastChat's way: order-inconsistent = tie."""
+def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_model: str, question_ids: set[int],
+                    endpoint: str | None | bool = False) -> dict:
+    """Win/loss/tie of ``model_id`` against the baseline, FastChat's way: order-inconsistent = tie.
+
+    ``endpoint``: only that judge endpoint's verdicts (False: any). ``missing``: turns without a verdict.
+    """
     records: dict[tuple, dict] = {}
     for r in read_jsonl(judgment_file):
+        if endpoint is not False and r.get("judge_endpoint") != endpoint:
+            continue
         if (r["model_1"], r["model_2"], r["judge"][0]) == (model_id, baseline_id, judge_model) and int(
             r["question_id"]
         ) in question_ids:
@@ -132,5 +141,6 @@ def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_
         "win_rate": win / total if total else None,
         "loss_rate": loss / total if total else None,
         "win_rate_adjusted": (win + 0.5 * tie) / total if total else None,
+        "missing": 2 * len(question_ids) - len(records),
         "judgment_file": str(judgment_file),
     }

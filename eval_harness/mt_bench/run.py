@@ -18,7 +18,7 @@ from eval_harness.discovery import weights_fingerprint
 from eval_harness.judges import Judge, JudgeSettings
 from eval_harness.mt_bench import data
 from eval_harness.mt_bench.answer import generate_answers, load_tokenizer, resolve_template
-from eval_harness.mt_bench.judge import Grading, judge_answers, open_judge
+from eval_harness.mt_bench.judge import Grading, judge_answers, judge_endpoint, open_judge
 from eval_harness.mt_bench.pairwise import judge_pairs, summarise_pairs
 from eval_harness.mt_bench.show import load_judgments, summarise
 
@@ -90,6 +90,10 @@ def run_mt_bench(
     ``judge``: settings of the OpenAI-compatible judge (repeats and concurrency included), or
     any :class:`~eval_harness.judges.Judge` (then ``judge_repeats``/``judge_concurrency``, default
     1 and 4). Without a judge the summary says ``"judged": False`` and every score is None.
+    With one, ``"complete"`` says whether every judgment exists: requests the judge refused or
+    answered unusably leave ``"missing_judgments"`` > 0 (of ``"expected_judgments"``), and a
+    re-run asks for exactly those again; ``"judge"`` names the model, the endpoint and the model
+    names the server replied with.
     ``pairwise_baseline``: a baseline's FastChat model_answer JSONL; with a judge, each answer is
     also judged against it in both orders (summary key ``"pairwise"``).
     """
@@ -107,15 +111,13 @@ def run_mt_bench(
         "parse_failures": 0, "judge_errors": 0, "per_category": {}, "per_question": {},
         "template": chat.name, "template_reason": chat.reason, "answers_file": str(answer_file),
         "judgment_file": None, "judge_model": None, "judge_spread": None, "pairwise": None,
+        "complete": judge is None, "missing_judgments": 0, "expected_judgments": 0, "judge": None,
         "subset": data.subset(bench.questions, limit).to_json(),
     }
     if judge is not None:
         grading = open_judge(judge, judge_repeats, judge_concurrency)
         try:
-            summary.update(_judge(bench, questions, answers, out_dir, model_id, grading))
-            if pairwise_baseline is not None:
-                summary["pairwise"] = _pairwise(bench, questions, answers, Path(pairwise_baseline), out_dir, model_id,
-                                                grading)
+            summary.update(_judge_all(bench, questions, answers, out_dir, model_id, grading, pairwise_baseline))
         finally:
             grading.judge.close()
     write_json_atomic(out_dir / f"summary_{model_id}.json", summary)
@@ -140,13 +142,28 @@ def _answer(questions, out_dir: Path, model_id: str, model_path: str, adapter_pa
     return answer_file, chat
 
 
+def _judge_all(bench, questions, answers, out_dir: Path, model_id: str, grading: Grading,
+               pairwise_baseline: Path | None) -> dict:
+    """Single grading, then pairwise grading when a baseline is given; whether all of it exists, and by whom."""
+    summary = _judge(bench, questions, answers, out_dir, model_id, grading)
+    if pairwise_baseline is not None:
+        summary["pairwise"] = _pairwise(bench, questions, answers, Path(pairwise_baseline), out_dir, model_id, grading)
+    summary["complete"] = summary["missing_judgments"] == 0 and not (summary.get("pairwise") or {}).get("missing")
+    served = getattr(grading.judge, "served_models", None)
+    summary["judge"] = {"model": grading.judge.model, "endpoint": judge_endpoint(grading.judge),
+                        "served_by": served() if callable(served) else None}
+    return summary
+
+
 def _judge(bench, questions, answers, out_dir: Path, model_id: str, grading: Grading) -> dict:
-    judge_model = grading.judge.model
+    judge_model, endpoint = grading.judge.model, judge_endpoint(grading.judge)
     judgment_file = judgment_path(out_dir, judge_model)
     counts = judge_answers(bench, questions, answers, judgment_file, model_id=model_id, grading=grading)
-    judgments = load_judgments(judgment_file, model_id, judge_model, {q.question_id for q in questions})
+    judgments = load_judgments(judgment_file, model_id, judge_model, {q.question_id for q in questions}, endpoint)
+    expected = 2 * len(questions) * grading.repeats
     return {**summarise(judgments, questions, grading.repeats), "judged": True, "judge_errors": counts["errors"],
-            "judgment_file": str(judgment_file), "judge_model": judge_model}
+            "judgment_file": str(judgment_file), "judge_model": judge_model, "judge_endpoint": endpoint,
+            "expected_judgments": expected, "missing_judgments": expected - len(judgments)}
 
 
 def _pairwise(bench, questions, answers, baseline_file: Path, out_dir: Path, model_id: str, grading: Grading) -> dict:
@@ -161,5 +178,6 @@ def _pairwise(bench, questions, answers, baseline_file: Path, out_dir: Path, mod
     counts = judge_pairs(
         bench, questions, answers, baseline_answers, pair_file, model_id=model_id, baseline_id=baseline_id, grading=grading
     )
-    result = summarise_pairs(pair_file, model_id, baseline_id, grading.judge.model, {q.question_id for q in questions})
+    result = summarise_pairs(pair_file, model_id, baseline_id, grading.judge.model, {q.question_id for q in questions},
+                             judge_endpoint(grading.judge))
     return {**result, "judge_errors": counts["errors"]}

@@ -20,11 +20,17 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def load_judgments(judgment_file: Path, model_id: str, judge_model: str, question_ids: set[int]) -> list[dict]:
-    """This model's judgments by this judge for these questions, first of each duplicate kept."""
+def load_judgments(judgment_file: Path, model_id: str, judge_model: str, question_ids: set[int],
+                   endpoint: str | None | bool = False) -> list[dict]:
+    """This model's judgments by this judge for these questions, first of each duplicate kept.
+
+    ``endpoint``: only the judgments of that judge endpoint (``judge_endpoint``); False: any (older results).
+    """
     seen: dict[tuple, dict] = {}
     for record in read_jsonl(judgment_file):
         if record.get("model") != model_id or record.get("judge", [None])[0] != judge_model:
+            continue
+        if endpoint is not False and record.get("judge_endpoint") != endpoint:
             continue
         if int(record["question_id"]) in question_ids:
             seen.setdefault(judgment_key(record), record)

@@ -35,6 +35,7 @@ from eval_harness.discovery import (
     read_training_facts,
     short_settings,
 )
+from eval_harness.judges.openai_compat import OPENAI_BASE_URL, redact_key
 from eval_harness.mt_bench.judge import PARSE_FAILURE
 from eval_harness.report import stats
 from eval_harness.report.record import RESULTS_FILE
@@ -64,6 +65,32 @@ class JudgedAnswer:
 
 
 NOT_JUDGED = "not judged"
+INCOMPLETE = "incomplete"  # mt_bench_status starts with it: some judgments are missing, no score is shown
+
+
+def judge_label(result: TaskResult) -> str | None:
+    """Who judged an MT-Bench result: the model, the endpoint, and what the server said it served."""
+    details = result.details or {}
+    judge = details.get("judge") or {}
+    model = judge.get("model") or details.get("judge_model")
+    if not model:
+        return None
+    asked = ((result.settings or {}).get("judge") or {}).get("base_url")
+    endpoint = judge.get("endpoint") or details.get("judge_endpoint") or asked or OPENAI_BASE_URL
+    served = [s for s in judge.get("served_by") or [] if s != model]
+    return f"{model} at {endpoint}" + (f" (served as {', '.join(served)})" if served else "")
+
+
+def mt_bench_status(result: TaskResult) -> str:
+    """"judged", "not judged", or "incomplete: K of N judgments missing"."""
+    details = result.details or {}
+    if not details.get("judged"):
+        return NOT_JUDGED
+    if details.get("complete") is False:
+        missing = f"{details.get('missing_judgments')} of {details.get('expected_judgments')} judgments missing"
+        pairs = (details.get("pairwise") or {}).get("missing")
+        return f"{INCOMPLETE}: {missing}" + (f", {pairs} pairwise verdicts missing" if pairs else "")
+    return "judged"
 
 
 @dataclass
@@ -80,6 +107,7 @@ class MtBenchRun:
     judge_spread: float | None  # stdev of the overall score across --judge-repeats
     repeats: int
     examples: list[JudgedAnswer] = field(default_factory=list)
+    judge: str | None = None  # who judged: "model at endpoint" (and the name the server replied with)
 
     def question_means(self) -> dict[int, float]:
         """Per-question score for paired tests: the mean of the turns that were rated."""
@@ -203,8 +231,8 @@ def _mt_bench_dir(explicit: Path | None, results: list[TaskResult]) -> Path | No
 def _mt_bench(result: TaskResult, results_dir: Path, questions: dict[int, tuple[str, list[str]]],
               resamples: int, seed: int) -> MtBenchRun | None:
     details = result.details or {}
-    if not details.get("judged"):
-        return None
+    if not details.get("judged") or details.get("complete") is False:
+        return None  # a partial result has no score: its status says what is missing
     judge_model = details.get("judge_model")
     stored_questions = details.get("per_question") or {}
     category = {int(q): v.get("category") for q, v in stored_questions.items()}
@@ -218,7 +246,7 @@ def _mt_bench(result: TaskResult, results_dir: Path, questions: dict[int, tuple[
         from eval_harness.mt_bench.show import load_judgments
 
         wanted = {int(q) for q in stored_questions} or set(questions)
-        records = load_judgments(judgment_file, result.run, judge_model, wanted)
+        records = load_judgments(judgment_file, result.run, judge_model, wanted, details.get("judge_endpoint", False))
         parse_failures = sum(1 for r in records if r["score"] == PARSE_FAILURE)
         for r in records:
             if r["score"] != PARSE_FAILURE:
@@ -245,7 +273,7 @@ def _mt_bench(result: TaskResult, results_dir: Path, questions: dict[int, tuple[
         per_category={c: (float(np.mean(by_category[c])) if by_category[c] else None) for c in ordered},
         question_scores=question_scores, parse_failures=parse_failures,
         n_judgments=len(records) or int(details.get("n_judgments") or 0), judge_model=judge_model,
-        judge_spread=spread.get("overall_stdev"), repeats=int(spread.get("repeats") or 1),
+        judge_spread=spread.get("overall_stdev"), repeats=int(spread.get("repeats") or 1), judge=judge_label(result),
     )
     run.examples = _examples(result, results_dir, records, category, questions)
     return run
@@ -272,7 +300,7 @@ def _examples(result: TaskResult, results_dir: Path, records: list[dict], catego
             question_id=qid, category=category.get(qid) or "unknown", turn=turn, score=float(r["score"]),
             question=str(prompts[turn - 1]) if len(prompts) >= turn else "",
             answer=str(turns[turn - 1]) if len(turns) >= turn else "(answer file not found)",
-            judgment=str(r.get("judgment", "")),
+            judgment=redact_key(str(r.get("judgment", ""))),  # files from before redaction may hold the key
         ))
     return out
 
@@ -417,7 +445,7 @@ def _run_entry(name: str, record: dict, results: dict[str, TaskResult], context:
     if MT_BENCH in results:
         entry.mt_bench = _mt_bench(results[MT_BENCH], results_dir, context["questions"], context["resamples"],
                                    context["seed"])
-        entry.mt_bench_status = "judged" if (results[MT_BENCH].details or {}).get("judged") else NOT_JUDGED
+        entry.mt_bench_status = mt_bench_status(results[MT_BENCH])
     for column in context["columns"]:
         if column.task in results:
             entry.accuracy[column.title] = _accuracy(results[column.task], column.title, column.metric, results_dir)
@@ -480,7 +508,7 @@ def paired_comparisons(data: ReportData) -> list[stats.PairedTest]:
     tests = []
     for i, a in enumerate(data.runs):
         for b in data.runs[i + 1:]:
-            if a.mt_bench and b.mt_bench:
+            if a.mt_bench and b.mt_bench and a.mt_bench.judge == b.mt_bench.judge:  # never across judges
                 tests.append(stats.paired_bootstrap("MT-Bench", a.name, b.name, a.mt_bench.question_means(),
                                                     b.mt_bench.question_means(), data.resamples, data.seed))
             for title in (c.title for c in data.columns):

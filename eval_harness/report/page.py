@@ -146,7 +146,8 @@ def _run_details(run: RunEntry) -> str:
     items += [("Training logs", ", ".join(t.sources) or "none found"), ("Train loss", t.train_loss),
               ("Total params", f"{t.total_params:,}" if t.total_params else "-")]
     if run.mt_bench:
-        items += [("MT-Bench judge", run.mt_bench.judge_model), ("Judgments", run.mt_bench.n_judgments),
+        items += [("MT-Bench judge", run.mt_bench.judge or run.mt_bench.judge_model),
+                  ("Judgments", run.mt_bench.n_judgments),
                   ("Judge repeats", run.mt_bench.repeats)]
     out = [f'<details class="run"><summary>{_e(run.name)} ({_e(run.method)})</summary><dl>']
     out += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items]
@@ -168,7 +169,8 @@ def _run_details(run: RunEntry) -> str:
 
 def _provenance(data: ReportData, generated: str) -> str:
     s = data.compare.get("settings") or {}
-    judges = sorted({r.mt_bench.judge_model for r in data.runs if r.mt_bench and r.mt_bench.judge_model})
+    judges = sorted({r.mt_bench.judge or r.mt_bench.judge_model for r in data.runs
+                     if r.mt_bench and r.mt_bench.judge_model})
     versions = sorted({a.lm_eval_version for r in data.runs for a in r.accuracy.values() if a.lm_eval_version})
     fewshot = sorted({f"{a.task}: {a.num_fewshot}-shot" for r in data.runs for a in r.accuracy.values()
                       if a.num_fewshot is not None})
@@ -177,6 +179,7 @@ def _provenance(data: ReportData, generated: str) -> str:
     variants = ", ".join(f"{k}={v}" for k, v in (s.get("variants") or {}).items())
     items = [
         ("Base model", data.compare.get("base_model")),
+        ("Base model weights", table.weights_source(data.compare.get("base_model_source"))),
         ("MT-Bench judge", ", ".join(judges) or "not judged"),
         ("Judge repeats", s.get("judge_repeats")),
         ("MT-Bench questions", data.questions_file or "categories from the stored per-question summary"),

@@ -79,7 +79,8 @@ def mt_bench_radar(data: ReportData) -> Plot | None:
     ax.set_ylim(0, 10)
     ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize=8)
     return Plot("mt_bench_radar", "MT-Bench by category (radar)",
-                "Mean judge score (1-10) per category; categories joined from MT-Bench's question.jsonl.", _render(fig))
+                "Mean judge score (1-10) per category; categories joined from MT-Bench's question.jsonl. "
+                f"{_judged_by(runs)}", _render(fig))
 
 
 @_with_rc
@@ -98,7 +99,16 @@ def mt_bench_bars(data: ReportData) -> Plot | None:
     ax.set_ylim(0, 10)
     ax.set_ylabel("judge score")
     ax.legend(fontsize=8, ncols=min(len(runs), 4))
-    return Plot("mt_bench_bars", "MT-Bench by category (bars)", "The same scores as the radar, side by side.", _render(fig))
+    return Plot("mt_bench_bars", "MT-Bench by category (bars)",
+                f"The same scores as the radar, side by side. {_judged_by(runs)}", _render(fig))
+
+
+def _judged_by(runs) -> str:
+    """Who judged the plotted scores; several judges are named per run (their scores are not comparable)."""
+    judges = {r.name: r.mt_bench.judge or r.mt_bench.judge_model or "unknown" for r in runs}
+    if len(set(judges.values())) == 1:
+        return f"Judge: {next(iter(judges.values()))}."
+    return ("Judged by different judges, not comparable: " + "; ".join(f"{n}: {j}" for n, j in judges.items()) + ".")
 
 
 @_with_rc

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lisa_formats.atomic import write_text_atomic
+from lisa_formats.escape import markdown_text, printable
 
 from eval_harness.benchmarks import benchmark_for
 from eval_harness.discovery import short_settings
@@ -88,7 +89,11 @@ def render_table(header: list[str], rows: list[list[str]], markdown: bool = Fals
 
 
 def write_summary(output: Path, outcomes: list[RunOutcome], tasks: list[str]) -> str:
-    """Write ``summary.md`` into ``output``; return the same table as plain text (for the terminal)."""
+    """Write ``summary.md`` into ``output``; return the same table as plain text (for the terminal).
+
+    Cells hold run names and settings from the runs folder: Markdown gets them literal (no link,
+    HTML, pipe or line break), the terminal gets control characters (ANSI escapes) shown, not obeyed."""
     header, rows = summary_rows(outcomes, tasks)
-    write_text_atomic(Path(output) / SUMMARY_FILE, render_table(header, rows, markdown=True) + "\n")
-    return render_table(header, rows)
+    as_markdown = [[markdown_text(cell) for cell in row] for row in rows]
+    write_text_atomic(Path(output) / SUMMARY_FILE, render_table(header, as_markdown, markdown=True) + "\n")
+    return render_table(header, [[printable(cell) for cell in row] for row in rows])

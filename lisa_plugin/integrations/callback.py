@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any
 
+import torch.distributed as dist
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.training_args import ParallelMode
@@ -33,24 +34,53 @@ LOG = logging.getLogger("lisa_plugin")
 
 def uses_ddp(args) -> bool:
     """Whether a transformers ``Trainer`` with these ``TrainingArguments`` wraps its model in DDP."""
-    return args.world_size > 1 and args.parallel_mode == ParallelMode.DISTRIBUTED
+    # FSDP runs under ParallelMode.DISTRIBUTED too; DeepSpeed and FSDP1 are refused here.
+    return (
+        refuse_sharded_engines(args) is None and args.world_size > 1 and args.parallel_mode == ParallelMode.DISTRIBUTED
+    )
 
 
-def refuse_sharded_engines(args) -> None:
-    """Raise if the trainer runs DeepSpeed or FSDP, which LISA does not support (see README)."""
-    engine = None
+def fsdp_version(args) -> int | None:
+    """The FSDP version a trainer with these arguments runs, or None without FSDP.
+
+    ``fsdp_config`` (``version`` or Axolotl's ``fsdp_version``) wins, then accelerate's
+    ``FSDP_VERSION``; transformers' default is 2 and accelerate's (environment only) is 1.
+    """
+    in_args = bool(getattr(args, "fsdp", None))
+    if not in_args and os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true":
+        return None
+    config = getattr(args, "fsdp_config", None) or {}
+    version = config.get("version") or config.get("fsdp_version") or os.environ.get("FSDP_VERSION")
+    return int(version or (2 if in_args else 1))
+
+
+DEEPSPEED_REFUSAL = (
+    "lisa: DeepSpeed is not supported. DeepSpeed builds its optimizer partitions (fp32 master "
+    "weights and Adam moments) once, in `deepspeed.initialize`, from the parameters trainable then, "
+    "and never re-partitions when `requires_grad` changes: ZeRO-1/2 fill zero gradients for frozen "
+    "parameters, so they keep moving through momentum and weight decay and keep their state; ZeRO-3 "
+    "registers its gradient hooks and partitions at init. No public DeepSpeed API re-registers them "
+    "per switch, and DeepSpeed is not installed where lisa_plugin is tested, so no such path could be "
+    "tested. Use FSDP2 (`fsdp_version: 2`, see the README's Scaling out) or DDP"
+)
+
+
+def refuse_sharded_engines(args) -> str | None:
+    """Raise for DeepSpeed and FSDP1 (see README); return ``"fsdp2"`` under FSDP2, else None."""
     if getattr(args, "deepspeed", None) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        engine = "DeepSpeed"
-    elif getattr(args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        engine = "FSDP"
-    if engine:
+        raise ValueError(DEEPSPEED_REFUSAL)
+    version = fsdp_version(args)
+    if version is None:
+        return None
+    if version != 2:
         raise ValueError(
-            f"lisa: {engine} is not supported: it fixes which parameters it shards, reduces and "
-            "keeps optimizer state for when it wraps the model, while LISA changes the trainable "
-            "layers every interval. Train with DDP (`accelerate launch` with `distributed_type: "
-            "MULTI_GPU`, no deepspeed/fsdp) or on one GPU"
+            f"lisa: FSDP{version} is not supported: it flattens each wrapped module's parameters into one "
+            "tensor that is reduced and updated as a whole, while LISA freezes and unfreezes single "
+            "decoder layers. Use FSDP2, which shards per parameter: `fsdp_config: {version: 2}` with a "
+            "transformers Trainer, `fsdp_version: 2` in an Axolotl config, `fsdp_version: 2` in an "
+            "accelerate config"
         )
-
+    return "fsdp2"
 
 
 class LISACallback(TrainerCallback, ExportableState):
@@ -86,11 +116,14 @@ class LISACallback(TrainerCallback, ExportableState):
         return control
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        refuse_sharded_engines(args)
+        fsdp2 = refuse_sharded_engines(args) == "fsdp2" or bool(distributed.fsdp2_units(model))
         seed = self.config.seed if self.config.seed is not None else args.seed
         self.switcher = LayerSwitcher(model, self.config, seed)
         self.switcher.check_optimizer(optimizer)
-        if uses_ddp(args):
+        if fsdp2:
+            # FSDP2 reduce-scatters only parameters with a gradient: nothing to sync ourselves.
+            distributed.check_fsdp2_layout(model)
+        elif uses_ddp(args):
             self._start_grad_sync(model)
         gc_kwargs = args.gradient_checkpointing_kwargs or {}
         if args.gradient_checkpointing and gc_kwargs.get("use_reentrant") and not self.config.train_embeddings:
@@ -157,8 +190,7 @@ class LISACallback(TrainerCallback, ExportableState):
     # -- helpers ---------------------------------------------------------------
 
     def _prepare_for_ddp(self, args, model) -> None:
-        refuse_sharded_engines(args)
-        if model is None or not uses_ddp(args):
+        if model is None or not uses_ddp(args):  # uses_ddp refuses DeepSpeed and FSDP1 first
             return
         layers = find_decoder_layers(model, self.config.layers_path, get_plugin_manager())
         always = partition_parameters(model, layers).always_trainable(
@@ -196,6 +228,8 @@ class LISACallback(TrainerCallback, ExportableState):
 
     def _switch(self, switch_index, args, state, control, optimizer) -> None:
         event = self.switcher.activate(switch_index, optimizer)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            distributed.check_same_active_set(event.active, event.num_layers, switch_index)
         metrics = event.metrics()
         if self._trainer is not None:
             # trainer.log clears `should_log`; keep the trainer's own loss line for this step.

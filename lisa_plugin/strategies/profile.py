@@ -32,7 +32,9 @@ class ProfileOptions(BaseModel):
 
     @model_validator(mode="after")
     def _readable(self) -> "ProfileOptions":
-        read_profile_run(self.profile, self.profile_run)  # fails here, naming the key, not mid-run
+        # fails here, naming the key, not at train start: the file, its shape and its decoder-layer norms
+        chosen = read_profile_run(self.profile, self.profile_run)
+        check_weights(chosen.decoder_norms(), None, key=f"lisa.profile ({self.profile}, run {chosen.name!r})")
         return self
 
 

@@ -29,6 +29,8 @@ def inclusion_probabilities(weights: Sequence[float], n_layers: int) -> np.ndarr
     than ``n_layers`` layers have a positive weight (then they fill the set evenly).
     """
     w = np.asarray(weights, dtype=float)
+    if w.size and w.max() > 0:
+        w = w / w.max()  # only ratios matter; [1e308] * 6 must not overflow the sums below
     pi = np.zeros_like(w)
     positive = w > 0
     if positive.sum() <= n_layers:
@@ -78,6 +80,10 @@ def check_weights(
     expected = f"{num_layers} non-negative numbers, one per decoder layer" if num_layers else "one per decoder layer"
     if weights is None:
         raise ValueError(f"{key}: missing; expected {expected}")
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ValueError(f"{key}: {weights!r}; expected a list of numbers, {expected}")
+    if any(isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) for w in weights):
+        raise ValueError(f"{key}: {list(weights)!r}; expected {expected}: numbers (not true/false or text)")
     weights = [float(w) for w in weights]
     if num_layers is not None and len(weights) != num_layers:
         raise ValueError(

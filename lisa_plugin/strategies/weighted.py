@@ -23,9 +23,9 @@ class WeightedOptions(BaseModel):
         "share of intervals proportional to weights[i]"
     )
 
-    @field_validator("weights")
+    @field_validator("weights", mode="before")
     @classmethod
-    def _usable(cls, value: list[float]) -> list[float]:
+    def _usable(cls, value: Any) -> list[float]:  # before pydantic reads `true` as 1.0
         return check_weights(value, None)  # the count: once the model is loaded
 
 

@@ -51,14 +51,15 @@ def build_tiny(out: Path, arch: str = "llama", num_layers: int = 6) -> Path:
 def write_config(
     template: Path, tiny: Path, output_dir: Path, dest: Path, *,
     dataset: Path | None = None, prepared: Path | None = None, overrides: dict | None = None,
+    base_model: Path | None = None,
 ) -> Path:
     """Copy an example config, pointing its paths at ``tiny`` (``model/``, ``train.jsonl``,
-    ``prepared/`` unless ``dataset``/``prepared`` say otherwise) and ``output_dir``;
+    ``prepared/`` unless ``base_model``/``dataset``/``prepared`` say otherwise) and ``output_dir``;
     ``overrides`` replace top-level keys (e.g. ``max_steps``)."""
     import yaml
 
     cfg = yaml.safe_load(Path(template).read_text())
-    cfg["base_model"] = str(tiny / "model")
+    cfg["base_model"] = str(base_model or tiny / "model")
     cfg["datasets"][0]["path"] = str(dataset or tiny / "train.jsonl")
     cfg["dataset_prepared_path"] = str(prepared or tiny / "prepared")
     cfg["output_dir"] = str(output_dir)

@@ -2,6 +2,7 @@
 
     python -m lisa_plugin.tools.memory llama-2-7b --dtype bf16 --batch 1 --seq 1024 --gamma 2 --rank 128
     python -m lisa_plugin.tools.memory path/to/config.json --json
+    lisa-memory llama-2-70b --gradient-checkpointing --fsdp-gpus 8    # per GPU, FSDP2 over 8 GPUs
     lisa-memory --list
 
 Like ``accelerate estimate-memory`` but for all three methods, and with activations. The model is
@@ -181,6 +182,7 @@ class Plan:
     gradients: int
     optimizer: int
     activations: int
+    gpus: int = 1  # > 1: per-GPU bytes under FSDP2 over that many GPUs (fsdp2_plan)
 
     @property
     def total(self) -> int:
@@ -273,6 +275,35 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
     return Plan(method, shape.name, s.dtype, total, trainable, weights, grads, state, activations)
 
 
+def fsdp2_plan(shape: ModelShape, method: str, settings: Settings | None = None, gpus: int = 1) -> Plan:
+    """Per-GPU bytes of ``method`` under FSDP2 over ``gpus`` GPUs, one unit per decoder layer plus the root.
+
+    Weights, gradients and AdamW state are sharded (divided by ``gpus``); on top of its shards a GPU
+    holds, unsharded, the root unit (E and H: FSDP2 keeps the root gathered from forward to the end
+    of backward) and two decoder layers (the one computing and the one prefetched), and the root's
+    unsharded gradients until they are reduce-scattered at the end of backward (when E or H train).
+    Activations are not sharded: every GPU runs its own micro-batch.
+    """
+    s = settings or Settings()
+    whole = plan(shape, method, s)
+    if gpus < 1:
+        raise ValueError(f"gpus: expected 1 or more, got {gpus}")
+    b = DTYPE_BYTES[s.dtype]
+    unshard = lambda n: n * (gpus - 1) // gpus  # noqa: E731  (the part of a gathered tensor that is not this GPU's shard)
+    root = (shape.embedding_params() + shape.head_params()) * b
+    gathered = unshard(root + 2 * shape.layer_params() * b)
+    root_grads = 0
+    if method == "full":
+        root_grads = root
+    elif method == "lisa":
+        root_grads = (shape.embedding_params() * s.train_embeddings + shape.head_params() * s.train_head) * b
+    return Plan(
+        method, whole.model, whole.dtype, whole.total_params, whole.trainable_params,
+        weights=whole.weights // gpus + gathered, gradients=whole.gradients // gpus + unshard(root_grads),
+        optimizer=whole.optimizer // gpus, activations=whole.activations, gpus=gpus,
+    )
+
+
 def _gb(n: int) -> str:
     return f"{n / 1e9:,.2f}"
 
@@ -304,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-train-embeddings", action="store_true", help="LISA: freeze E")
     parser.add_argument("--no-train-head", action="store_true", help="LISA: freeze H")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to plan, comma-separated (default: %(default)s)")
+    parser.add_argument("--fsdp-gpus", type=int, default=1, metavar="N",
+                        help="per-GPU bytes under FSDP2 over N GPUs (weights, gradients, state sharded; default: one GPU, no FSDP)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -321,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         shape = resolve_model(args.model)
         settings = Settings(args.dtype, args.batch, args.seq, args.gamma, args.rank, args.gradient_checkpointing,
                             not args.no_train_embeddings, not args.no_train_head)
-        plans = [plan(shape, m.strip(), settings) for m in args.methods.split(",") if m.strip()]
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if args.fsdp_gpus > 1:
+            plans = [fsdp2_plan(shape, m, settings, args.fsdp_gpus) for m in methods]
+        else:
+            plans = [plan(shape, m, settings) for m in methods]
     except ValueError as exc:
         print(f"lisa-memory: {exc}", file=sys.stderr)
         return 2
@@ -332,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     gc = "on" if settings.gradient_checkpointing else "off"
     print(f"{shape.name}: {shape.total_params():,} parameters, {shape.num_layers} layers; {settings.dtype}, "
           f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}, "
-          f"gradient checkpointing {gc}")
+          f"gradient checkpointing {gc}" + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
     print(table(plans))
     print("Sums of tensors (1 GB = 1e9 bytes); add the CUDA context and allocator slack (~1-2 GB).")
     return 0

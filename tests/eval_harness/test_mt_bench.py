@@ -191,7 +191,7 @@ def assert_key_absent(*places):
     [
         ("Good. Rating: [[7]]", 7.0),
         ("Rating: [[8.5]]", 8.5),
-        ("Example 'Rating: [[5]]'. ... Final: [[9]]", 9.0),  # the verdict comes last
+        ("Rating: [[5]]. A perfect answer would earn [[9]]", 5.0),  # the first rating, as FastChat takes it
         ("As shown in [1], the answer is wrong.", -1),  # a citation is not a score
         ("See [2]. Rating: [6]", 6.0),  # one bracket dropped after "Rating:"
         ("Rating: [[0]]", -1),

@@ -38,7 +38,9 @@ def test_valid_block_gets_the_defaults(tiny_root, tmp_path):
          r"`adapter: lora` cannot be combined with `lisa:`"),
         (dict(lisa_n_layers=2, lisa_step_interval=10), r"lisa_n_layers, lisa_step_interval configure Axolotl's built-in"),
         (dict(optimizer="adafactor"), r"`optimizer: adafactor` is not supported with `lisa:`.*adamw_torch_fused"),
-        (dict(fsdp_config={"fsdp_version": 2, "reshard_after_forward": True}), r"`fsdp`/`fsdp_config` cannot be combined with `lisa:`"),
+        (dict(fsdp_config={"fsdp_version": 2, "reshard_after_forward": True}),
+         r"`fsdp_config.auto_wrap_policy: None` with `lisa:`: LISA under FSDP2 needs one `fully_shard` unit per decoder layer"),
+        (dict(fsdp_config={"fsdp_version": 1, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}), r"fsdp_version: 2"),
     ],
 )
 def test_config_errors_name_the_key(tiny_root, tmp_path, overrides, message):

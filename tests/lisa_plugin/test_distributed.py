@@ -9,41 +9,21 @@ scenario of ``ddp_worker.py``; the tests read what each rank wrote.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import ddp_worker  # this folder is on sys.path (pytest's rootdir insertion)
-from tests.conftest import require_marker
+from tests.conftest import run_torchrun
 
 WORKER = Path(ddp_worker.__file__)
-REPO = WORKER.parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> Path:
-    require_marker("ddp")
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), str(WORKER), str(out),
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    (out / "torchrun.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
-    return out
+    return run_torchrun(WORKER, out, str(out))
 
 
 def ranks(out: Path, scenario: str) -> list[dict]:
@@ -109,40 +89,70 @@ def test_all_reduced_bytes_scale_with_the_trainable_set_not_the_model(ddp_runs):
     (ddp_runs / "allreduce_bytes.json").write_text(json.dumps(report, indent=1))
 
 
+FSDP2_AXOLOTL = dict(
+    fsdp_version=2,
+    fsdp_config={"auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+                 "state_dict_type": "SHARDED_STATE_DICT", "reshard_after_forward": True},
+)
+
+
 @pytest.mark.parametrize(
-    "overrides, key",
+    "overrides, message",
     [
-        *[(dict(deepspeed=f"zero{stage}.json"), "`deepspeed`") for stage in (1, 2, 3)],
-        (dict(fsdp_config={"fsdp_version": 2}), "`fsdp`/`fsdp_config`"),
+        *[(dict(deepspeed=f"zero{stage}.json"), r"`deepspeed` cannot be combined with `lisa:`: .*not installed")
+          for stage in (1, 2, 3)],
+        (dict(fsdp_config={"auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}), r"`fsdp_version: 1` \(FSDP1.*Set `fsdp_version: 2`"),
         (dict(fsdp=["full_shard", "auto_wrap"], fsdp_config={"fsdp_version": 1, "use_orig_params": True}),
-         "`fsdp`/`fsdp_config`"),
+         r"`fsdp_version: 1` \(FSDP1.*Set `fsdp_version: 2`"),
+        ({**FSDP2_AXOLOTL, "fsdp_config": {"auto_wrap_policy": "SIZE_BASED_WRAP"}},
+         r"`fsdp_config.auto_wrap_policy: SIZE_BASED_WRAP` .*one `fully_shard` unit per decoder layer"),
     ],
 )
-def test_sharded_engines_are_refused_with_what_to_use_instead(overrides, key):
+def test_deepspeed_and_fsdp1_are_refused_with_what_to_use_instead(overrides, message):
     from lisa_plugin.integrations.axolotl import LisaArgs
 
-    with pytest.raises(ValueError, match=rf"{key} cannot be combined with `lisa:`: .*launch with DDP .*MULTI_GPU"):
+    with pytest.raises(ValueError, match=message):
         LisaArgs.model_validate({"lisa": {"n_layers": 2}, **overrides})
 
 
+@pytest.mark.parametrize("where", ["top-level", "fsdp_config"])
+def test_fsdp2_with_per_layer_wrapping_is_accepted(where):
+    from lisa_plugin.config import config_problems
+    from lisa_plugin.integrations.axolotl import LisaArgs
+
+    overrides = FSDP2_AXOLOTL if where == "top-level" else {"fsdp_config": {**FSDP2_AXOLOTL["fsdp_config"], "fsdp_version": 2}}
+    LisaArgs.model_validate({"lisa": {"n_layers": 2}, **overrides})
+    assert config_problems({"plugins": ["lisa_plugin.LISAPlugin"], "lisa": {"n_layers": 2}, **overrides}) == []
+
+
 @pytest.mark.parametrize(
-    "args, env, engine",
+    "args, env, outcome",
     [
-        (dict(deepspeed="ds.json"), {}, "DeepSpeed"),
-        (dict(fsdp="full_shard"), {}, "FSDP"),
-        ({}, {"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
-        ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
+        (dict(deepspeed="ds.json"), {}, "lisa: DeepSpeed is not supported"),
+        ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, "lisa: DeepSpeed is not supported"),
+        (dict(fsdp="full_shard", fsdp_config={"version": 1}), {}, "lisa: FSDP1 is not supported: .*Use FSDP2"),
+        ({}, {"ACCELERATE_USE_FSDP": "true"}, "lisa: FSDP1 is not supported"),  # accelerate's default is FSDP1
+        ({}, {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}, "fsdp2"),
+        (dict(fsdp=True, fsdp_config={}), {}, "fsdp2"),  # transformers' default is FSDP2
+        (dict(fsdp=True, fsdp_config={"fsdp_version": 2}), {}, "fsdp2"),
+        ({}, {}, None),
     ],
 )
-def test_callback_refuses_sharded_engines_outside_axolotl(monkeypatch, args, env, engine):
+def test_callback_runs_fsdp2_and_refuses_deepspeed_and_fsdp1(monkeypatch, args, env, outcome):
     from types import SimpleNamespace
 
     from lisa_plugin.integrations.callback import refuse_sharded_engines
 
+    for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP", "FSDP_VERSION"):
+        monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match=rf"lisa: {engine} is not supported: .*Train with DDP"):
-        refuse_sharded_engines(SimpleNamespace(**{"deepspeed": None, "fsdp": "", **args}))
+    args = SimpleNamespace(**{"deepspeed": None, "fsdp": "", "fsdp_config": {}, **args})
+    if outcome in ("fsdp2", None):
+        assert refuse_sharded_engines(args) == outcome
+    else:
+        with pytest.raises(ValueError, match=outcome):
+            refuse_sharded_engines(args)
 
 
 def test_multi_gpu_example_is_the_single_gpu_run_on_ddp():

@@ -23,7 +23,7 @@ def test_twins_differ_only_in_the_method(family):
 
 
 def test_paper_settings():
-    assert FAMILIES == ["llama2-70b", "llama2-7b", "mistral-7b", "tiny"]
+    assert FAMILIES == ["llama2-70b", "llama2-7b", "mistral-7b", "smollm2", "tiny"]
     big = yaml.safe_load((CONFIGS / "llama2-70b-lisa.yml").read_text())["lisa"]
     assert big["n_layers"] == 4
     for family in ("llama2-7b", "mistral-7b"):

@@ -108,3 +108,24 @@ def test_cli_json_and_errors(capsys):
     assert "'llama-2-7bb'" in err and "Did you mean 'llama-2-7b'" in err
     assert memory.main(["gpt2", "--gamma", "13"]) == 2
     assert "gamma: 13" in capsys.readouterr().err
+
+
+def test_fsdp2_plan_shards_weights_gradients_and_state_not_activations():
+    shape = memory.resolve_model("llama-2-70b")
+    settings = memory.Settings(dtype="bf16", batch=1, seq=1024, gradient_checkpointing=True)
+    for method in memory.METHODS:
+        whole = memory.plan(shape, method, settings)
+        assert memory.fsdp2_plan(shape, method, settings, 1).to_json() == {**whole.to_json(), "gpus": 1}
+        per_gpu = memory.fsdp2_plan(shape, method, settings, 8)
+        assert per_gpu.optimizer == whole.optimizer // 8 and per_gpu.activations == whole.activations
+        assert whole.weights / 8 < per_gpu.weights < whole.weights / 4  # shards plus the gathered root and 2 layers
+    lisa, lora = (memory.fsdp2_plan(shape, m, settings, 2) for m in ("lisa", "lora"))
+    assert lisa.total < lora.total  # the paper's ordering for 70B (LISA 75 GB, LoRA 79 GB per GPU)
+    with pytest.raises(ValueError, match="gpus"):
+        memory.fsdp2_plan(shape, "lisa", settings, 0)
+
+
+def test_cli_fsdp_gpus(capsys):
+    assert memory.main(["llama-2-70b", "--gradient-checkpointing", "--fsdp-gpus", "8", "--json"]) == 0
+    plans = json.loads(capsys.readouterr().out)["plans"]
+    assert {p["gpus"] for p in plans} == {8}
