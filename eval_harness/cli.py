@@ -90,8 +90,14 @@ def _add_compare_parser(sub) -> None:
     judge.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint (default: OpenAI)")
     judge.add_argument("--judge-repeats", type=_positive, default=1, help="judgments per answer, averaged")
     judge.add_argument("--judge-concurrency", type=_positive, default=4, help="parallel judge requests")
+    judge.add_argument("--rejudge-failed", action="store_true",
+                       help="ask the judge again for stored unparsable verdicts and errors (the rest stays cached)")
     judge.add_argument("--pairwise-baseline", metavar="RUN",
                        help="also judge every run against RUN's answers (FastChat pair-v2, both orders)")
+    judge.add_argument("--reference", dest="references", action="append", default=[], type=Path, metavar="PATH",
+                       help="answers made elsewhere: a FastChat model_answer file (MODEL.jsonl) or a folder of them; "
+                       "each is judged like the runs' MT-Bench answers (same judge, same cache) and shown as a row "
+                       "named MODEL, method 'reference' (MT-Bench only); repeatable")
     data = p.add_argument_group("data (default: downloaded)")
     data.add_argument("--data-dir", type=Path, help="local benchmark files: DIR/gsm8k/*.jsonl, DIR/pubmedqa/*.json, "
                       "DIR/mt_bench/ (the layout of the upstream repos)")
@@ -248,13 +254,13 @@ def compare_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
     return CompareSettings(
         runs_dir=args.runs_dir, output=args.output or args.runs_dir / "report", tasks=tasks, limit=args.limit,
         judge_model=args.judge_model, judge_base_url=args.judge_base_url, judge_repeats=args.judge_repeats,
-        judge_concurrency=args.judge_concurrency, pairwise_baseline=args.pairwise_baseline, data_dir=args.data_dir,
+        judge_concurrency=args.judge_concurrency, rejudge_failed=args.rejudge_failed, pairwise_baseline=args.pairwise_baseline, data_dir=args.data_dir,
         mt_bench_dir=args.mt_bench_dir, fewshot=_fewshot_settings(args),
         batch_size=args.batch_size or ("auto" if device.startswith("cuda") else "1"), dtype=args.dtype,
         device=device, max_new_tokens=args.max_new_tokens, template=args.template, base_model=args.base_model,
         variants=dict(args.variants), apply_chat_template=args.apply_chat_template,
         fewshot_as_multiturn=_fewshot_as_multiturn(args, parser),
-        methods=methods, run_settings=run_settings,
+        methods=methods, run_settings=run_settings, references=args.references,
         baseline=args.baseline, resamples=args.resamples, seed=args.seed, formats=args.formats, norms=args.norms,
     )
 

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lisa_formats.escape import printable
 from lisa_formats.suggest import unknown
@@ -20,13 +20,16 @@ from lisa_formats.suggest import unknown
 from eval_harness import report
 from eval_harness.benchmarks import DEFAULT_TASKS, MT_BENCH, DataError, benchmark_for
 from eval_harness.benchmarks.mt_bench import resolve_dir as resolve_mt_bench_dir
-from eval_harness.discovery import (RUN_LAYOUT, VANILLA, Discovery, discover_runs, is_report_dir, looks_like_run,
-                                    model_context, weights_fingerprint)
+from eval_harness.discovery import (REFERENCE_METHOD, RUN_LAYOUT, VANILLA, Discovery, discover_runs, is_report_dir,
+                                    looks_like_run, model_context, weights_fingerprint)
 from eval_harness.lm_eval_runner import (EvalOptions, LmEvalTask, cache_key, check_task_names, evaluate_task, load_lm,
                                          prepare_tasks, task_manager)
 from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from eval_harness.report.summary import format_metrics
 from eval_harness.results import Metric, OutputLock, OutputUnavailable, ResultStore, RunOutcome, TaskResult
+
+if TYPE_CHECKING:
+    from eval_harness.mt_bench.reference import ReferenceAnswers
 
 __all__ = ["DEFAULT_TASKS", "MT_BENCH", "CompareSettings", "Comparison", "RunOutcome", "compare"]
 
@@ -43,6 +46,7 @@ class CompareSettings:
     judge_base_url: str | None = None
     judge_repeats: int = 1
     judge_concurrency: int = 4
+    rejudge_failed: bool = False  # re-ask stored unparsable verdicts and judge errors
     pairwise_baseline: str | None = None  # run name: also judge every other run against it (pair-v2)
     data_dir: Path | None = None
     mt_bench_dir: Path | None = None
@@ -58,6 +62,7 @@ class CompareSettings:
     base_model: str | None = None
     methods: dict[str, str] = field(default_factory=dict)
     run_settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    references: list[Path] = field(default_factory=list)  # FastChat answer files (or folders): one row each
     # the leaderboard compare ends with: the options of `report`, with its defaults
     baseline: str | None = None  # the run the Δ column is measured against (None: the LoRA run)
     resamples: int = DEFAULT_RESAMPLES
@@ -104,6 +109,8 @@ class Comparison:
         self.problems: list[str] = []
         self.outcomes: list[RunOutcome] = []
         self.discovery: Discovery | None = None
+        self.references: list[ReferenceAnswers] = []  # --reference answer files, read and checked
+        self._mt_bench_questions: tuple[Any, list, Any] | None = None  # (MTBench, questions scored, Subset)
         self.started = time.time()
 
     # ----------------------------------------------------------------- messages and files
@@ -132,16 +139,20 @@ class Comparison:
     def nothing_to_do(self) -> str | None:
         """Why nothing can be evaluated (no run, no usable run, a --baseline naming no run), or None.
 
-        Discovers the runs; it reads the runs folder only, so a refusal leaves every file as it was."""
+        Discovers the runs and reads the --reference answer files (checked against MT-Bench's questions);
+        it writes nothing, so a refusal leaves every file as it was."""
         self._discover()
         s, runs = self.settings, self.discovery.runs
-        if not any(run.name != VANILLA for run in runs):
+        refusal = self._read_references()
+        if refusal:
+            return f"{refusal}; nothing was evaluated or written"
+        if not any(run.name != VANILLA for run in runs) and not self.references:
             return (f"no Axolotl run found under {s.runs_dir}: expected it, or folders in it, to be Axolotl output "
                     f"dirs holding {RUN_LAYOUT}; nothing was evaluated or written")
-        if not any(run.ok for run in runs if run.name != VANILLA):
+        if not any(run.ok for run in runs if run.name != VANILLA) and not self.references:
             return (f"no run under {s.runs_dir} can be evaluated: every run found has an error (listed above); "
                     "nothing was evaluated or written")
-        names = [run.name for run in runs]
+        names = [run.name for run in runs] + [ref.name for ref in self.references]
         if s.baseline is not None and s.baseline not in names:
             return f"--baseline: {unknown('run', s.baseline, names)}; nothing was evaluated or written"
         if s.output.is_dir() and looks_like_run(s.output) and not is_report_dir(s.output):
@@ -168,9 +179,10 @@ class Comparison:
         s.output.mkdir(parents=True, exist_ok=True)
         lm_tasks, manager = self._prepare_lm_eval_tasks()
         self.write_report()
-        todo = [(o, t) for o in self.outcomes if o.run.ok for t in s.tasks]
+        runs = [o for o in self.outcomes if o.run.ok and o.run.method != REFERENCE_METHOD]
+        todo = [(o, t) for o in runs for t in s.tasks]
         done = 0
-        for outcome in (o for o in self.outcomes if o.run.ok):
+        for outcome in runs:
             lm = None
             for task in s.tasks:
                 done += 1
@@ -180,6 +192,7 @@ class Comparison:
                 if stop:
                     break
             lm = _release(lm)
+        self._judge_references()
         self.write_report(complete=True)
         return 0 if not self.problems else 1
 
@@ -227,6 +240,78 @@ class Comparison:
                 self.say(f"  ERROR {error}; not evaluated")
                 self.problems.append(f"run {run.name}: {error}")
 
+    # ----------------------------------------------------------------- --reference: answers from files
+
+    def _read_references(self) -> str | None:
+        """Read and check the --reference answer files against the MT-Bench questions scored; why they
+        cannot be used, or None. Their rows join the runs' (after them)."""
+        s = self.settings
+        if not s.references:
+            return None
+        from eval_harness.mt_bench import data
+        from eval_harness.mt_bench.reference import check_complete, read_references, reference_run
+
+        if MT_BENCH not in s.tasks:
+            return f"--reference: answers are MT-Bench answers, but --tasks {','.join(s.tasks)} has no {MT_BENCH}"
+        taken = {run.name: f"run {run.name!r}" for run in self.discovery.runs}
+        taken[VANILLA] = f"the base model's row {VANILLA!r}"
+        try:
+            self.references = read_references(s.references, taken)
+            bench = data.load(s.resolved_mt_bench_dir)
+            subset = data.subset(bench.questions, s.limit)
+            questions = data.select(bench.questions, s.limit)
+            for ref in self.references:
+                check_complete(ref, questions, subset.describe())
+        except (OSError, RuntimeError, ValueError) as exc:  # ReferenceInputError is a ValueError
+            self.references = []
+            return str(exc)
+        self._mt_bench_questions = (bench, questions, subset)
+        self.outcomes += [RunOutcome(reference_run(ref)) for ref in self.references]
+        for ref in self.references:
+            self.say(f"reference {ref.name}: {len(ref.answers)} answers from {ref.path} (method {REFERENCE_METHOD})")
+        return None
+
+    def _judge_references(self) -> None:
+        """Grade every --reference row with the runs' judge, into the runs' judgment file (reused on re-runs)."""
+        from eval_harness.mt_bench.judge import open_judge
+
+        judge = self._judge_settings() if self.references else None
+        grading = open_judge(judge) if judge else None
+        try:
+            outcomes = {o.run.name: o for o in self.outcomes if o.run.method == REFERENCE_METHOD}
+            for i, ref in enumerate(self.references, start=1):
+                prefix = f"[reference {i}/{len(self.references)}] {ref.name} / {MT_BENCH}"
+                try:
+                    self._reference(outcomes[ref.name], ref, grading, prefix)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # like a run's task: one failing row must not stop the others
+                    message = f"{type(exc).__name__}: {exc}"
+                    outcomes[ref.name].task_errors[MT_BENCH] = message
+                    self.problem(f"reference {ref.name} / {MT_BENCH}: {message}", f"{prefix}: FAILED {message}")
+                self.write_report()
+        finally:
+            if grading is not None:
+                grading.judge.close()
+
+    def _reference(self, outcome: RunOutcome, ref: ReferenceAnswers, grading, prefix: str) -> None:
+        from eval_harness.mt_bench.reference import judge_reference
+        from eval_harness.mt_bench.run import judgment_path
+
+        s = self.settings
+        bench, questions, subset = self._mt_bench_questions
+        mt_bench_dir = s.resolved_mt_bench_dir
+        key = {"reference": ref.sha256, "limit": s.limit, "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
+               "judge": self._judge_key()}
+        if self._reuse(outcome, MT_BENCH, key):
+            self.say(f"{prefix}: done before, skipped")
+            return
+        self.say(f"{prefix}: {'judging with ' + s.judge_model if grading else 'checked (no --judge-model: not judged)'}")
+        start = time.time()
+        judgments = judgment_path(s.output / MT_BENCH, s.judge_model) if grading else None
+        summary = judge_reference(bench, questions, ref, judgments, grading, subset.to_json())
+        self._store_mt_bench(outcome, summary, key, start, prefix)
+
     def _prepare_lm_eval_tasks(self) -> tuple[dict[str, LmEvalTask], Any]:
         s = self.settings
         names = [t for t in s.tasks if benchmark_for(t).uses_lm_eval]
@@ -257,6 +342,9 @@ class Comparison:
         cached = self.store.cached(outcome.run.name, task, key)
         if cached is None:
             return False
+        details = cached.details or {}
+        if task == MT_BENCH and self.settings.rejudge_failed and (details.get("parse_failures") or details.get("judge_errors")):
+            return False  # --rejudge-failed: reopen a result that holds unparsable verdicts or errors
         outcome.results[task] = cached
         outcome.cached.append(task)
         return True
@@ -286,19 +374,15 @@ class Comparison:
 
     def _mt_bench(self, outcome: RunOutcome, prefix: str) -> None:
         s, run = self.settings, outcome.run
-        from eval_harness.mt_bench import JudgeSettings, run_mt_bench
+        from eval_harness.mt_bench import run_mt_bench
 
         mt_bench_dir = s.resolved_mt_bench_dir
         budget = s.max_new_tokens if s.max_new_tokens is not None else benchmark_for(MT_BENCH).max_new_tokens
-        judge = (
-            JudgeSettings(model=s.judge_model, base_url=s.judge_base_url, repeats=s.judge_repeats,
-                          concurrency=s.judge_concurrency)
-            if s.judge_model else None
-        )
+        judge = self._judge_settings()
         key = {
             **self._cache_key(outcome), "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
-            "judge": {"model": s.judge_model, "base_url": s.judge_base_url, "repeats": s.judge_repeats},
-            "template": s.template, "pairwise_baseline": s.pairwise_baseline, "max_new_tokens": budget,
+            "judge": self._judge_key(), "template": s.template, "pairwise_baseline": s.pairwise_baseline,
+            "max_new_tokens": budget,
         }
         baseline_answers = self._baseline_answers(run.name) if judge else None
         if self._reuse(outcome, MT_BENCH, key):
@@ -312,6 +396,25 @@ class Comparison:
             template=s.template, max_new_tokens=budget, device=s.device, dtype=s.dtype,
             batch_size=s.batch_size, pairwise_baseline=baseline_answers,
         )
+        self._store_mt_bench(outcome, summary, key, start, prefix)
+
+    def _judge_settings(self):
+        s = self.settings
+        if not s.judge_model:
+            return None
+        from eval_harness.mt_bench import JudgeSettings
+
+        return JudgeSettings(model=s.judge_model, base_url=s.judge_base_url, repeats=s.judge_repeats,
+                             concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed)
+
+    def _judge_key(self) -> dict[str, Any]:
+        s = self.settings
+        return {"model": s.judge_model, "base_url": s.judge_base_url, "repeats": s.judge_repeats}
+
+    def _store_mt_bench(self, outcome: RunOutcome, summary: dict[str, Any], key: dict[str, Any], start: float,
+                        prefix: str) -> None:
+        """Keep an MT-Bench summary as the row's result; an incomplete one is a problem of the run."""
+        run = outcome.run
         result = _mt_bench_result(run.name, summary, key, time.time() - start)
         self.store.save(result)
         outcome.results[MT_BENCH] = result
@@ -322,9 +425,12 @@ class Comparison:
                        "(the judge refused or answered unusably; see the log); no MT-Bench score is shown for it "
                        "and the next run asks for the missing ones again")
             outcome.task_errors[MT_BENCH] = message
-            self.problem(f"run {run.name} / {MT_BENCH}: {message}")
+            self.problem(f"{'reference' if run.method == REFERENCE_METHOD else 'run'} {run.name} / {MT_BENCH}: "
+                         f"{message}")
             return
-        self.say(f"{prefix}: {format_metrics(MT_BENCH, result) or 'answers written (not judged)'}")
+        unjudged = ("answers checked, not judged (no --judge-model)" if run.method == REFERENCE_METHOD
+                    else "answers written (not judged)")
+        self.say(f"{prefix}: {format_metrics(MT_BENCH, result) or unjudged}")
 
     def _baseline_answers(self, run_name: str) -> Path | None:
         s = self.settings

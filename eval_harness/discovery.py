@@ -33,6 +33,7 @@ from lisa_formats.resources import RESOURCES_FILE, read_resources
 from lisa_formats.userfiles import MIB, UserFileError, is_regular_file, read_user_text
 
 VANILLA = "Vanilla"
+REFERENCE_METHOD = "reference"  # a row of answers read from a file (compare --reference), not a run
 # Run folder names compare cannot use: the base model's row (any case: results/<name>/ on a case-insensitive disk)
 RESERVED_NAMES = (VANILLA.lower(),)
 # Bounds on what is read from a run folder (user input: a FIFO or /dev/zero must not hang or exhaust memory)

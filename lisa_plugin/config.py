@@ -192,7 +192,7 @@ def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
     """What in the rest of an Axolotl config cannot go with a ``lisa:`` block (an empty one included)."""
     if data.get("lisa") is None:
         return []
-    from lisa_plugin.core.optimizer_state import SUPPORTED_OPTIMIZER_NAMES
+    from lisa_plugin.core.optimizer_state import PAGED_OPTIMIZER_NAMES, PAGED_REFUSAL, SUPPORTED_OPTIMIZER_NAMES
 
     problems = []
     adapter = data.get("adapter")
@@ -209,7 +209,9 @@ def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
         )
     problems += _sharding_problems(data)
     optimizer = data.get("optimizer")
-    if optimizer is not None and str(optimizer) not in SUPPORTED_OPTIMIZER_NAMES:
+    if str(optimizer) in PAGED_OPTIMIZER_NAMES:
+        problems.append(f"`optimizer: {optimizer}` is paged, which LISA refuses: {PAGED_REFUSAL}")
+    elif optimizer is not None and str(optimizer) not in SUPPORTED_OPTIMIZER_NAMES:
         problems.append(
             f"`optimizer: {optimizer}` is not supported with `lisa:`; LISA frees and "
             f"recreates per-parameter AdamW state. Use one of {', '.join(SUPPORTED_OPTIMIZER_NAMES)}"

@@ -16,6 +16,17 @@ class JudgeError(RuntimeError):
     """The judge cannot be used at all (bad key, unknown model or URL, retries exhausted): stop."""
 
 
+class JudgeRetriesExhausted(JudgeError):
+    """This request still failed (429/5xx/408, timeouts) after every retry: the item is stored as an error.
+
+    A run that gets only these, with no verdict in between, stops instead: the judge is down.
+    """
+
+
+class JudgeCancelled(JudgeError):
+    """The run is stopping (Ctrl-C, another item's fatal error): a back-off or request was cut short."""
+
+
 class JudgeRequestError(RuntimeError):
     """The judge refused this one request (e.g. prompt too long): that item is skipped, others go on."""
 
@@ -40,3 +51,6 @@ class Judge(Protocol):
 
     def close(self) -> None:
         """Release connections; the judge is not used afterwards."""
+
+    # Optional: ``cancel()`` ends every back-off and open request at once (raising JudgeCancelled in
+    # them); the grading loop calls it, when present, on Ctrl-C or a fatal error.

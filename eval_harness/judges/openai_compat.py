@@ -1,17 +1,20 @@
 """The first :class:`~eval_harness.judges.base.Judge`: any OpenAI-compatible chat-completions endpoint.
 
-OpenAI, vLLM, FastChat's openai_api_server, Ollama. 429/5xx and timeouts are retried with
-exponential backoff; 401/403/404 stop at once (:class:`JudgeError`); any other refusal skips
-that one request (:class:`JudgeRequestError`). The key comes from ``$OPENAI_API_KEY`` only and
+OpenAI, vLLM, FastChat's openai_api_server, Ollama. 408/429/5xx and timeouts are retried with
+exponential backoff, then raise :class:`JudgeRetriesExhausted` (the item is stored as an error);
+401/403/404 stop at once (:class:`JudgeError`); any other refusal skips that one request
+(:class:`JudgeRequestError`). The key comes from ``$OPENAI_API_KEY`` only and
 is redacted from every message and every verdict, before any text is cut short.
 
 Every wait is bounded: a request has a deadline for its whole reply (``deadline_s``; a server
 that sends one byte at a time cannot stretch it), and a ``Retry-After`` longer than
-``max_retry_after_s`` stops the run with a message instead of sleeping.
+``max_retry_after_s`` stops the run with a message instead of sleeping (seconds or an HTTP date).
+:meth:`OpenAICompatibleJudge.cancel` (called on Ctrl-C) ends every back-off and open request at once.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -21,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from eval_harness.judges.base import JudgeError, JudgeRequestError
+from eval_harness.judges.base import JudgeCancelled, JudgeError, JudgeRequestError, JudgeRetriesExhausted
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class JudgeSettings:
     deadline_s: float = 600.0  # the whole reply of one request, however slowly it trickles in
     max_retry_after_s: float = 120.0  # a server asking to wait longer (Retry-After) stops the run
     max_reply_bytes: int = 16 * 2**20
+    rejudge_failed: bool = False  # re-ask stored parse failures and errors (never part of a cache key)
 
     def __post_init__(self):
         for name, minimum in (("repeats", 1), ("concurrency", 1), ("max_tokens", 1), ("max_retries", 0)):
@@ -65,6 +69,21 @@ def redact_key(text: str, key: str | None = None) -> str:
     if not key or len(key) < 4:  # a 1-3 character "key" would blank out ordinary words
         return text
     return text.replace(key, "***")
+
+
+def retry_after_seconds(value: str, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds: delay-seconds or an HTTP date (RFC 9110); None if neither."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is garbage
 
 
 def _clip(text: str, limit: int) -> str:
@@ -109,6 +128,9 @@ class OpenAICompatibleJudge:
         self._rng = random.Random(0)  # jitter only; seeded so runs are repeatable
         self._served: set[str] = set()
         self._served_lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._local = threading.local()  # the served model name of this thread's last reply
+        self._open: set = set()  # the watchdog "expire" of every request in flight, for cancel()
 
     @property
     def model(self) -> str:
@@ -123,6 +145,10 @@ class OpenAICompatibleJudge:
         """The model names the server put in its replies so far (what really judged)."""
         with self._served_lock:
             return sorted(self._served)
+
+    def served_model(self) -> str | None:
+        """The ``model`` field of the reply to this thread's last :meth:`complete` (None if it had none)."""
+        return getattr(self._local, "served", None)
 
     def identity(self) -> dict:
         s = self.settings
@@ -152,7 +178,7 @@ class OpenAICompatibleJudge:
                     return verdict
                 continue
             if last:
-                raise JudgeError(f"{where}: {problem}; gave up after {attempt + 1} attempts") from None
+                raise JudgeRetriesExhausted(f"{where}: {problem}; gave up after {attempt + 1} attempts") from None
             self._sleep(attempt, None, problem)
         raise AssertionError("unreachable")
 
@@ -172,9 +198,9 @@ class OpenAICompatibleJudge:
                 f"{where}: HTTP 404 ({detail}); expected an OpenAI-compatible endpoint serving model "
                 f"{self.settings.model!r}: check base_url (it usually ends in /v1) and the model name"
             )
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             if last:
-                raise JudgeError(f"{where}: HTTP {status} ({detail}); gave up after {attempt + 1} attempts")
+                raise JudgeRetriesExhausted(f"{where}: HTTP {status} ({detail}); gave up after {attempt + 1} attempts")
             self._sleep(attempt, response.headers.get("retry-after"), f"HTTP {status}")
             return None
         raise JudgeRequestError(f"{where}: HTTP {status} ({detail})")
@@ -209,7 +235,11 @@ class OpenAICompatibleJudge:
         timer = threading.Timer(s.deadline_s, expire)
         timer.daemon = True
         timer.start()
+        with self._served_lock:
+            self._open.add(expire)
         try:
+            if self._cancelled.is_set():
+                raise JudgeCancelled(f"judge {s.model!r}: cancelled")
             with self._http.stream("POST", self.url, json=body, extensions={"trace": trace}) as response:
                 raw = bytearray()
                 for chunk in response.iter_bytes():
@@ -220,14 +250,30 @@ class OpenAICompatibleJudge:
                         raise JudgeRequestError(f"judge {s.model!r} at {self.url}: reply larger than "
                                                 f"{s.max_reply_bytes} bytes; not read further")
                 if expired.is_set():
+                    self._raise_if_cancelled()
                     raise _Retryable(f"no complete reply within {s.deadline_s:g} s (deadline_s)")
                 return _Reply(response.status_code, response.headers, bytes(raw))
         except httpx.TransportError as exc:  # timeouts, refused/reset connections, the watchdog's shutdown
             if expired.is_set():
+                self._raise_if_cancelled()
                 raise _Retryable(f"no complete reply within {s.deadline_s:g} s (deadline_s)") from None
             raise _Retryable(f"{type(exc).__name__}: {self.redact(str(exc))}") from None
         finally:
             timer.cancel()
+            with self._served_lock:
+                self._open.discard(expire)
+
+    def cancel(self) -> None:
+        """End every back-off and open request now (they raise :class:`JudgeCancelled`); for Ctrl-C."""
+        self._cancelled.set()
+        with self._served_lock:
+            pending = list(self._open)
+        for expire in pending:
+            expire()
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise JudgeCancelled(f"judge {self.settings.model!r} at {self.url}: cancelled (the run is stopping)")
 
     def _content(self, response: _Reply, where: str) -> str:
         try:
@@ -241,19 +287,17 @@ class OpenAICompatibleJudge:
         if not isinstance(content, str):
             raise JudgeRequestError(f"{where}: choices[0].message.content is {content!r}; expected a string")
         served = reply.get("model") if isinstance(reply, dict) else None
-        if isinstance(served, str) and served:
+        self._local.served = self.redact(served)[:200] if isinstance(served, str) and served else None
+        if self._local.served:
             with self._served_lock:
-                self._served.add(self.redact(served)[:200])
+                self._served.add(self._local.served)
         return self.redact(content)  # a server echoing the Authorization header must not get the key stored
 
     def _sleep(self, attempt: int, retry_after: str | None, problem: str) -> None:
         s = self.settings
         delay = min(60.0, s.backoff_s * 2**attempt) * (1 + 0.1 * self._rng.random())
         if retry_after:
-            try:
-                asked = float(retry_after)
-            except ValueError:
-                asked = None  # an HTTP date or garbage: our own backoff
+            asked = retry_after_seconds(retry_after)  # None for garbage: our own backoff
             if asked is not None and asked > s.max_retry_after_s:
                 raise JudgeError(
                     f"judge {s.model!r} at {self.url}: {problem} with Retry-After "
@@ -263,7 +307,8 @@ class OpenAICompatibleJudge:
             if asked is not None and asked > delay:
                 delay = asked
         logger.warning("judge %s: %s; retry %d in %.2fs", s.model, problem, attempt + 1, delay)
-        time.sleep(delay)
+        if self._cancelled.wait(delay):  # not time.sleep: Ctrl-C must not wait out a 60 s back-off
+            self._raise_if_cancelled()
 
     def close(self) -> None:
         self._http.close()

@@ -2,7 +2,9 @@
 
 Every turn is judged twice with the answers in both orders (``pair-v2`` / ``pair-math-v1``
 prompts); a verdict that flips with the order counts as a tie, as in FastChat's
-show_result.py. Records use FastChat's ``model_judgment/{judge}_pair.jsonl`` format.
+show_result.py. Records use FastChat's ``model_judgment/{judge}_pair.jsonl`` format, plus
+``judge_key`` (the content address of both prompts: a changed answer or a retrained baseline
+is judged anew) and, for a pair the judge never answered, ``error`` (both winners "error").
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from lisa_formats.jsonl import read_jsonl
 from eval_harness.judges import Judge
 from eval_harness.judges.openai_compat import redact_key
 from eval_harness.mt_bench.data import MTBench, Question
-from eval_harness.mt_bench.judge import Grading, judge_endpoint, judge_prompt, run_judge_tasks
+from eval_harness.mt_bench.judge import (
+    ERROR_JUDGMENT,
+    Grading,
+    content_key,
+    done_keys,
+    is_failed,
+    judge_endpoint,
+    judge_prompt,
+    run_judge_tasks,
+    served_model,
+)
 
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
 ERROR = "error"  # FastChat's winner for a verdict without [[A]], [[B]] or [[C]]
@@ -50,6 +62,7 @@ class PairTask:
     system: str
     g1_user: str  # model as A, baseline as B
     g2_user: str  # baseline as A, model as B
+    key: str  # content_key of (judge, system, g1_user, g2_user)
 
 
 def judge_pairs(
@@ -65,7 +78,7 @@ def judge_pairs(
 ) -> dict:
     """Judge each turn of ``model_id`` against ``baseline_id`` in both orders; skips stored pairs."""
     endpoint = judge_endpoint(grading.judge)
-    done = {pair_key(r) for r in read_jsonl(judgment_file) if r.get("judge_endpoint") == endpoint}
+    done = done_keys(read_jsonl(judgment_file), grading.rejudge_failed)
     tasks = []
     for q in questions:
         if q.question_id not in baseline_answers:
@@ -74,13 +87,16 @@ def judge_pairs(
         for turn in (1, 2):
             name, system, g1 = judge_prompt(bench, "pair", q, turn, {"_a": mine, "_b": theirs})
             _, _, g2 = judge_prompt(bench, "pair", q, turn, {"_a": theirs, "_b": mine})
-            key = (q.question_id, model_id, baseline_id, (grading.judge.model, name), turn)
-            if key not in done:
-                tasks.append(PairTask(q, turn, name, system, g1, g2))
+            key = content_key(grading.judge, [model_id, baseline_id], system, g1, g2)
+            if (key, 0) not in done:
+                tasks.append(PairTask(q, turn, name, system, g1, g2, key))
 
-    def grade(judge: Judge, task: PairTask) -> dict:
-        g1_judgment = redact_key(judge.complete(task.system, task.g1_user))
-        g2_judgment = redact_key(judge.complete(task.system, task.g2_user))
+    def grade(judge: Judge, task: PairTask, error: str | None = None) -> dict:
+        if error is None:
+            g1_judgment = redact_key(judge.complete(task.system, task.g1_user))
+            g2_judgment = redact_key(judge.complete(task.system, task.g2_user))
+        else:
+            g1_judgment = g2_judgment = ERROR_JUDGMENT
         g1 = {"A": "model_1", "B": "model_2"}.get(parse_verdict(g1_judgment), parse_verdict(g1_judgment))
         g2 = {"A": "model_2", "B": "model_1"}.get(parse_verdict(g2_judgment), parse_verdict(g2_judgment))
         return {
@@ -91,12 +107,15 @@ def judge_pairs(
             "g2_winner": g2,
             "judge": [grading.judge.model, task.prompt_name],
             "judge_endpoint": endpoint,
+            "judge_key": task.key,
+            "judge_served_model": None if error is not None else served_model(judge),
             "g1_user_prompt": task.g1_user,
             "g1_judgment": g1_judgment,
             "g2_user_prompt": task.g2_user,
             "g2_judgment": g2_judgment,
             "turn": task.turn,
             "tstamp": time.time(),
+            **({"error": error} if error is not None else {}),
         }
 
     return run_judge_tasks(tasks, grade, judgment_file, grading, f"MT-Bench pairwise ({model_id} vs {baseline_id})")
@@ -107,15 +126,18 @@ def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_
     """Win/loss/tie of ``model_id`` against the baseline, FastChat's way: order-inconsistent = tie.
 
     ``endpoint``: only that judge endpoint's verdicts (False: any). ``missing``: turns without a verdict.
+    An item stored more than once counts once: its latest valid record, among those with its newest
+    ``judge_key``. ``judge_errors``: pairs the judge never answered (also in ``parse_failures``).
     """
-    records: dict[tuple, dict] = {}
+    rounds: dict[tuple, list[dict]] = {}
     for r in read_jsonl(judgment_file):
         if endpoint is not False and r.get("judge_endpoint") != endpoint:
             continue
         if (r["model_1"], r["model_2"], r["judge"][0]) == (model_id, baseline_id, judge_model) and int(
             r["question_id"]
         ) in question_ids:
-            records.setdefault(pair_key(r), r)
+            rounds.setdefault(pair_key(r), []).append(r)
+    records = {k: _latest_valid(v) for k, v in rounds.items()}
     win = loss = tie = inconsistent = errors = 0
     for r in records.values():
         g1, g2 = r["g1_winner"], r["g2_winner"]
@@ -138,9 +160,18 @@ def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_
         "tie": tie,
         "inconsistent": inconsistent,
         "parse_failures": errors,
+        "judge_errors": sum(1 for r in records.values() if "error" in r),
         "win_rate": win / total if total else None,
         "loss_rate": loss / total if total else None,
         "win_rate_adjusted": (win + 0.5 * tie) / total if total else None,
         "missing": 2 * len(question_ids) - len(records),
         "judgment_file": str(judgment_file),
     }
+
+
+def _latest_valid(records: list[dict]) -> dict:
+    newest_key = records[-1].get("judge_key")
+    if newest_key:
+        records = [r for r in records if r.get("judge_key") == newest_key]
+    valid = [r for r in records if not is_failed(r)]
+    return (valid or records)[-1]

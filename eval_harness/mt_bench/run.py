@@ -84,6 +84,7 @@ def run_mt_bench(
     pairwise_baseline: Path | None = None,
     judge_repeats: int | None = None,
     judge_concurrency: int | None = None,
+    rejudge_failed: bool | None = None,
 ) -> dict:
     """Generate (or resume) answers, judge them if ``judge`` is given, and return the summary.
 
@@ -93,7 +94,10 @@ def run_mt_bench(
     With one, ``"complete"`` says whether every judgment exists: requests the judge refused or
     answered unusably leave ``"missing_judgments"`` > 0 (of ``"expected_judgments"``), and a
     re-run asks for exactly those again; ``"judge"`` names the model, the endpoint and the model
-    names the server replied with.
+    names the server replied with. Items the judge never answered after its retries are stored
+    as errors: ``"judge_errors"`` counts them (never averaged, not missing); ``rejudge_failed``
+    (default: the settings' ``rejudge_failed``, else False) asks those and parse failures again.
+    ``"overall"`` is FastChat's (mean of all valid ratings); ``"overall_turn_mean"`` the mean of turn means.
     ``pairwise_baseline``: a baseline's FastChat model_answer JSONL; with a judge, each answer is
     also judged against it in both orders (summary key ``"pairwise"``).
     """
@@ -107,15 +111,15 @@ def run_mt_bench(
                                 seed=seed)
     answers = load_answers(answer_file)
     summary = {
-        "judged": False, "turn1": None, "turn2": None, "overall": None, "n_questions": len(questions),
-        "parse_failures": 0, "judge_errors": 0, "per_category": {}, "per_question": {},
+        "judged": False, "turn1": None, "turn2": None, "overall": None, "overall_turn_mean": None, "n_questions": len(questions),
+        "parse_failures": 0, "judge_errors": 0, "judge_refused": 0, "per_category": {}, "per_question": {},
         "template": chat.name, "template_reason": chat.reason, "answers_file": str(answer_file),
         "judgment_file": None, "judge_model": None, "judge_spread": None, "pairwise": None,
         "complete": judge is None, "missing_judgments": 0, "expected_judgments": 0, "judge": None,
         "subset": data.subset(bench.questions, limit).to_json(),
     }
     if judge is not None:
-        grading = open_judge(judge, judge_repeats, judge_concurrency)
+        grading = open_judge(judge, judge_repeats, judge_concurrency, rejudge_failed)
         try:
             summary.update(_judge_all(bench, questions, answers, out_dir, model_id, grading, pairwise_baseline))
         finally:
@@ -159,9 +163,10 @@ def _judge(bench, questions, answers, out_dir: Path, model_id: str, grading: Gra
     judge_model, endpoint = grading.judge.model, judge_endpoint(grading.judge)
     judgment_file = judgment_path(out_dir, judge_model)
     counts = judge_answers(bench, questions, answers, judgment_file, model_id=model_id, grading=grading)
-    judgments = load_judgments(judgment_file, model_id, judge_model, {q.question_id for q in questions}, endpoint)
+    judgments = load_judgments(judgment_file, model_id, judge_model, {q.question_id for q in questions}, endpoint,
+                               keys=counts["keys"])
     expected = 2 * len(questions) * grading.repeats
-    return {**summarise(judgments, questions, grading.repeats), "judged": True, "judge_errors": counts["errors"],
+    return {**summarise(judgments, questions, grading.repeats), "judged": True, "judge_refused": counts["refused"],
             "judgment_file": str(judgment_file), "judge_model": judge_model, "judge_endpoint": endpoint,
             "expected_judgments": expected, "missing_judgments": expected - len(judgments)}
 
@@ -180,4 +185,4 @@ def _pairwise(bench, questions, answers, baseline_file: Path, out_dir: Path, mod
     )
     result = summarise_pairs(pair_file, model_id, baseline_id, grading.judge.model, {q.question_id for q in questions},
                              judge_endpoint(grading.judge))
-    return {**result, "judge_errors": counts["errors"]}
+    return {**result, "judge_refused": counts["refused"]}

@@ -50,7 +50,7 @@ def _json_record(data: ReportData, generated: str, formats: list[str]) -> dict:
         report={"generated": generated, "formats": formats, "results_dir": str(data.results_dir),
                 "questions_file": data.questions_file, "baseline": data.baseline,
                 "bootstrap": {"resamples": data.resamples, "seed": data.seed, "confidence": stats.CONFIDENCE},
-                "mt_bench_overall": "mean of the turn-1 and turn-2 means",
+                "mt_bench_overall": "mean of all valid turn ratings (as FastChat show_result.py)",
                 "delta": "delta_<score>: the run's score minus the baseline's (percentage points; MT-Bench: judge points)",
                 "notes": table.notes(data, rows)},
         leaderboard=rows,

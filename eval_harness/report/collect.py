@@ -107,6 +107,7 @@ class MtBenchRun:
     judge_spread: float | None  # stdev of the overall score across --judge-repeats
     repeats: int
     examples: list[JudgedAnswer] = field(default_factory=list)
+    judge_errors: int = 0  # items the judge still failed after its retries (FastChat's $ERROR$): never averaged
     judge: str | None = None  # who judged: "model at endpoint" (and the name the server replied with)
 
     def question_means(self) -> dict[int, float]:
@@ -242,12 +243,14 @@ def _mt_bench(result: TaskResult, results_dir: Path, questions: dict[int, tuple[
     scores: dict[int, dict[int, list[float]]] = {}
     records: list[dict] = []
     parse_failures = int(details.get("parse_failures") or 0)
+    judge_errors = int(details.get("judge_errors") or 0)
     if judgment_file is not None:
         from eval_harness.mt_bench.show import load_judgments
 
         wanted = {int(q) for q in stored_questions} or set(questions)
         records = load_judgments(judgment_file, result.run, judge_model, wanted, details.get("judge_endpoint", False))
-        parse_failures = sum(1 for r in records if r["score"] == PARSE_FAILURE)
+        parse_failures = sum(1 for r in records if r["score"] == PARSE_FAILURE and "error" not in r)
+        judge_errors = sum(1 for r in records if "error" in r)
         for r in records:
             if r["score"] != PARSE_FAILURE:
                 scores.setdefault(int(r["question_id"]), {}).setdefault(int(r["turn"]), []).append(float(r["score"]))
@@ -267,13 +270,19 @@ def _mt_bench(result: TaskResult, results_dir: Path, questions: dict[int, tuple[
     turn2 = np.array([t[1] for t in question_scores.values()], float)
     metric = lambda key: result.metrics[key].value if key in result.metrics else None  # noqa: E731
     spread = details.get("judge_spread") or {}
+    repeats = int(spread.get("repeats") or 1)
+    stored_repeats = 1 + max((int(r.get("repeat", 0)) for r in records), default=0)
+    if stored_repeats > 1:  # one rating per repeat: the interval includes the judge's run-to-run spread
+        from eval_harness.mt_bench.show import repeat_scores
+
+        turn1, turn2 = repeat_scores(records, list(question_scores), stored_repeats)
     run = MtBenchRun(
         turn1=metric("turn1"), turn2=metric("turn2"), overall=metric("overall"),
         ci=stats.bootstrap_mt_bench(turn1, turn2, resamples, seed),
         per_category={c: (float(np.mean(by_category[c])) if by_category[c] else None) for c in ordered},
         question_scores=question_scores, parse_failures=parse_failures,
         n_judgments=len(records) or int(details.get("n_judgments") or 0), judge_model=judge_model,
-        judge_spread=spread.get("overall_stdev"), repeats=int(spread.get("repeats") or 1), judge=judge_label(result),
+        judge_spread=spread.get("overall_stdev"), repeats=repeats, judge=judge_label(result), judge_errors=judge_errors,
     )
     run.examples = _examples(result, results_dir, records, category, questions)
     return run

@@ -14,6 +14,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
+from eval_harness.discovery import REFERENCE_METHOD
 from eval_harness.report import table
 from eval_harness.report.collect import ReportData, RunEntry
 from eval_harness.report.plots import Plot
@@ -181,6 +182,8 @@ def _provenance(data: ReportData, generated: str) -> str:
         ("Base model", data.compare.get("base_model")),
         ("Base model weights", table.weights_source(data.compare.get("base_model_source"))),
         ("MT-Bench judge", ", ".join(judges) or "not judged"),
+        ("Reference rows", "; ".join(f"{r.name}: {r.settings.get('answers')}" for r in data.runs
+                                     if r.method == REFERENCE_METHOD) or "none (every row is a run of this harness)"),
         ("Judge repeats", s.get("judge_repeats")),
         ("MT-Bench questions", data.questions_file or "categories from the stored per-question summary"),
         ("lm-eval", ", ".join(versions) or "-"),

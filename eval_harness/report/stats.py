@@ -69,27 +69,39 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float | None, f
 
 
 def mt_bench_overall(turn1: np.ndarray, turn2: np.ndarray) -> float | None:
-    """MT-Bench's overall score: the mean of the two turn means (NaN = not judged or unparsable)."""
+    """MT-Bench's overall score as FastChat's show_result.py computes it: the mean of every valid
+    turn rating (NaN = not judged, unparsable or an error). Not the mean of the two turn means,
+    which differs when one turn has more valid ratings than the other."""
+    turn1, turn2 = np.asarray(turn1, float), np.asarray(turn2, float)
     if np.isnan(turn1).all() or np.isnan(turn2).all():
         return None
-    return float((np.nanmean(turn1) + np.nanmean(turn2)) / 2)
+    return float(np.nanmean(np.concatenate([turn1.ravel(), turn2.ravel()])))
 
 
 def bootstrap_mt_bench(turn1: np.ndarray, turn2: np.ndarray, resamples: int = DEFAULT_RESAMPLES,
                        seed: int = DEFAULT_SEED, confidence: float = CONFIDENCE) -> Interval:
     """Percentile interval of :func:`mt_bench_overall` over questions resampled with replacement.
 
-    ``turn1[i]``/``turn2[i]`` are question i's turn scores (mean over judge repeats).
+    ``turn1[i]``/``turn2[i]`` are question i's turn scores: one number each (mean over judge
+    repeats), or a row of one rating per judge repeat (shape ``(questions, repeats)``, NaN where
+    none; :func:`eval_harness.mt_bench.show.repeat_scores`). With rows, each resampled question
+    also draws its repeats with replacement, so the interval includes the judge's run-to-run spread.
     """
     turn1, turn2 = np.asarray(turn1, float), np.asarray(turn2, float)
-    if turn1.shape != turn2.shape:
-        raise ValueError(f"turn1 has {turn1.shape} scores, turn2 {turn2.shape}; expected one of each per question")
+    if turn1.shape != turn2.shape or turn1.ndim not in (1, 2):
+        raise ValueError(f"turn1 has {turn1.shape} scores, turn2 {turn2.shape}; expected one of each per question "
+                         "(or one row of judge repeats each)")
     if turn1.size == 0:
         return Interval(None, None, resamples, seed, confidence)
-    idx = resample_indices(turn1.size, resamples, seed)
+    scores = np.stack([turn1, turn2], axis=1)  # (questions, 2) or (questions, 2, repeats)
+    idx = resample_indices(scores.shape[0], resamples, seed)
+    picked = scores[idx]  # (resamples, questions, 2[, repeats])
+    if scores.ndim == 3 and scores.shape[2] > 1:
+        draws = np.random.default_rng([seed, 1]).integers(0, scores.shape[2], size=picked.shape)
+        picked = np.take_along_axis(picked, draws, axis=3)
     with warnings.catch_warnings():  # a resample of only unparsable verdicts is NaN, and dropped
         warnings.simplefilter("ignore", RuntimeWarning)
-        overall = (np.nanmean(turn1[idx], axis=1) + np.nanmean(turn2[idx], axis=1)) / 2
+        overall = np.nanmean(picked.reshape(resamples, -1), axis=1)
     return Interval(*_percentiles(overall, confidence), resamples, seed, confidence)
 
 

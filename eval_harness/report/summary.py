@@ -13,7 +13,7 @@ from lisa_formats.atomic import write_text_atomic
 from lisa_formats.escape import markdown_text, printable
 
 from eval_harness.benchmarks import benchmark_for
-from eval_harness.discovery import short_settings
+from eval_harness.discovery import REFERENCE_METHOD, short_settings
 from eval_harness.results import Metric, RunOutcome, TaskResult
 
 SUMMARY_FILE = "summary.md"
@@ -73,10 +73,18 @@ def summary_rows(outcomes: list[RunOutcome], tasks: list[str]) -> tuple[list[str
             f"{t.trainable_params:,}" if t.trainable_params else "-",
             f"{t.runtime_s:.0f}" if t.runtime_s is not None else "-",
             f"{t.peak_memory_gib:.2f}{rss}" if t.peak_memory_gib else "-",
-            "not evaluated" if not o.run.ok else ("ok" if not o.task_errors else "failed: " + ", ".join(o.task_errors)),
+            _status(o),
         ]
         rows.append(cells)
     return header, rows
+
+
+def _status(outcome: RunOutcome) -> str:
+    if not outcome.run.ok:
+        return "not evaluated"
+    if outcome.task_errors:
+        return "failed: " + ", ".join(outcome.task_errors)
+    return "reference answers: MT-Bench only" if outcome.run.method == REFERENCE_METHOD else "ok"
 
 
 def render_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:

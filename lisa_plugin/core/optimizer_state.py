@@ -7,6 +7,13 @@ frozen (``requires_grad=False``, ``.grad=None``) is never touched, and dropping 
 entry from ``optimizer.state`` frees its moments; when the layer is sampled again,
 AdamW starts it from zero, which is what the paper's runs did by rebuilding the
 optimizer every interval.
+
+bitsandbytes' 8-bit AdamW keeps, per parameter, ``state1``/``state2`` (uint8, or float32
+below ``min_8bit_size`` elements) and ``absmax1``/``absmax2``, all freed with the entry, and
+``qmap1``/``qmap2``, one pair shared by every parameter, which stays (so it is counted once and
+never as released). Its paged variants are refused: a paged buffer is CUDA unified memory that
+bitsandbytes keeps in ``GlobalPageManager.paged_tensors`` for the life of the process and has
+no call to free, so dropping the entry would free nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +23,15 @@ from typing import Iterable
 import torch
 
 # Optimizer classes whose per-parameter state can be dropped and recreated safely.
-SUPPORTED_OPTIMIZER_CLASSES = ("AdamW", "Adam", "AdamW8bit", "PagedAdamW8bit", "AdamW32bit", "PagedAdamW", "PagedAdamW32bit")
+SUPPORTED_OPTIMIZER_CLASSES = ("AdamW", "Adam", "AdamW8bit", "AdamW32bit")
 # The Axolotl/transformers `optimizer:` names that resolve to those classes.
-SUPPORTED_OPTIMIZER_NAMES = (
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_bnb_8bit",
-    "adamw_8bit",
-    "paged_adamw_8bit",
-    "paged_adamw_32bit",
+SUPPORTED_OPTIMIZER_NAMES = ("adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit")
+# Names that resolve to a bitsandbytes optimizer with `is_paged=True` (refused, see the module docstring).
+PAGED_OPTIMIZER_NAMES = ("paged_adamw_8bit", "paged_adamw_32bit")
+PAGED_REFUSAL = (
+    "its state lives in CUDA unified memory that bitsandbytes registers in its global page "
+    "manager and never frees, so `optimizer_state: release` could not free the state of layers "
+    "switched off. Use `optimizer: adamw_bnb_8bit` (the same 8-bit state, not paged) or `adamw_torch`"
 )
 
 
@@ -37,41 +44,52 @@ def unwrap_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
 
 def check_supported(optimizer: torch.optim.Optimizer) -> None:
     inner = unwrap_optimizer(optimizer)
-    name = type(inner).__name__
-    if name not in SUPPORTED_OPTIMIZER_CLASSES:
+    name = f"{type(inner).__module__}.{type(inner).__name__}"
+    if getattr(inner, "is_paged", False):
+        raise ValueError(f"lisa: optimizer {name} is paged (is_paged=True), which LISA refuses: {PAGED_REFUSAL}")
+    if type(inner).__name__ not in SUPPORTED_OPTIMIZER_CLASSES:
         raise ValueError(
-            f"lisa: optimizer {type(inner).__module__}.{name} is not supported: LISA frees and "
+            f"lisa: optimizer {name} is not supported: LISA frees and "
             "recreates per-parameter AdamW state. Use `optimizer:` one of "
             f"{', '.join(SUPPORTED_OPTIMIZER_NAMES)}"
         )
 
 
-def tensor_bytes(value: object) -> int:
-    """Bytes this process holds for ``value``: for a sharded DTensor (FSDP2), its local shard only."""
+def _add_tensors(value: object, seen: dict[tuple[int, int], int]) -> None:
+    """Record each tensor in ``value`` by (address, size), so a tensor held twice counts once;
+    of a sharded DTensor (FSDP2), the local shard only."""
     if isinstance(value, torch.Tensor):
         local = value.to_local() if hasattr(value, "to_local") else value
-        return local.numel() * local.element_size()
-    if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(tensor_bytes(v) for v in value)
-    return 0
+        size = local.numel() * local.element_size()
+        seen[(local.data_ptr(), size)] = size
+    elif isinstance(value, dict):
+        for v in value.values():
+            _add_tensors(v, seen)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _add_tensors(v, seen)
+
+
+def tensor_bytes(value: object) -> int:
+    """Bytes this process holds for the tensors in ``value``, each distinct tensor once."""
+    seen: dict[tuple[int, int], int] = {}
+    _add_tensors(value, seen)
+    return sum(seen.values())
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held in per-parameter optimizer state, summed over its tensors."""
-    return sum(tensor_bytes(s) for s in unwrap_optimizer(optimizer).state.values())
+    """Bytes held in per-parameter optimizer state; a tensor shared by several entries (the
+    quantization maps of bitsandbytes' 8-bit AdamW) counts once."""
+    return tensor_bytes(list(unwrap_optimizer(optimizer).state.values()))
 
 
 def release_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter]) -> int:
-    """Drop the state of ``params``; return the bytes released."""
-    state = unwrap_optimizer(optimizer).state
-    released = 0
+    """Drop the state of ``params``; return the bytes released: those no remaining entry still holds."""
+    inner = unwrap_optimizer(optimizer)
+    before = state_bytes(inner)
     for p in params:
-        entry = state.pop(p, None)
-        if entry is not None:
-            released += tensor_bytes(entry)
-    return released
+        inner.state.pop(p, None)
+    return before - state_bytes(inner)
 
 
 def adamw_state_bound(params: Iterable[torch.nn.Parameter]) -> int:

@@ -91,17 +91,33 @@ def axolotl_command() -> list[str]:
     return [sys.executable, "-m", "axolotl.cli.main"]
 
 
-@contextmanager
-def _forwarding_signals(pid: int) -> Iterator[None]:
-    """Pass SIGINT, SIGTERM and SIGHUP on to ``measured_child``, which passes them on in turn
-    (a Ctrl-C typed at the terminal reaches the training process by itself, and only once)."""
+class _Forwarder:
+    """The signal handler that passes SIGINT, SIGTERM and SIGHUP on to ``measured_child``, which passes
+    them on in turn (a Ctrl-C typed at the terminal reaches the training process by itself, and only
+    once). Installed before the child starts: a signal that comes first is held until :meth:`started`."""
 
-    def forward(signum, _frame) -> None:
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.held: list[int] = []
+
+    def __call__(self, signum, _frame) -> None:
+        if self.pid is None:
+            self.held.append(signum)
+            return
         try:
-            os.kill(pid, signum)
+            os.kill(self.pid, signum)
         except ProcessLookupError:
             pass
 
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.held:
+            self(signum, None)
+        self.held.clear()
+
+
+@contextmanager
+def _forwarding_signals(forward: _Forwarder) -> Iterator[None]:
     kinds = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {kind: signal.signal(kind, forward) for kind in kinds}
     try:
@@ -133,8 +149,10 @@ def run_measured(
     piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "errors": "replace"}
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(wrapped, cwd=cwd, env=env, **(piped if on_line else {}))
-        with _forwarding_signals(proc.pid) if forward_signals else nullcontext():
+        forward = _Forwarder()
+        with _forwarding_signals(forward) if forward_signals else nullcontext():
+            proc = subprocess.Popen(wrapped, cwd=cwd, env=env, **(piped if on_line else {}))
+            forward.started(proc.pid)
             if on_line is not None:
                 assert proc.stdout is not None
                 for line in proc.stdout:

@@ -29,19 +29,28 @@ def _keyboard_reaches(pid: int) -> bool:
 
 
 def main(result: str, command: list[str]) -> int:
-    proc = subprocess.Popen(command)
+    # the handlers come first: a signal that arrives while COMMAND starts is held, then passed on
+    child: list = []
+    early: list[int] = []
 
     def forward(signum, _frame) -> None:
-        if signum == signal.SIGINT and _keyboard_reaches(proc.pid):
+        if not child:
+            early.append(signum)
+            return
+        if signum == signal.SIGINT and _keyboard_reaches(child[0].pid):
             return
         try:
-            os.kill(proc.pid, signum)
+            os.kill(child[0].pid, signum)
         except ProcessLookupError:
             pass
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), forward)
+    proc = subprocess.Popen(command)
+    child.append(proc)
+    for signum in early:
+        forward(signum, None)
     if not hasattr(os, "wait4"):  # Windows: no resource usage of children
         code, peak = proc.wait(), ""
     else:

@@ -10,7 +10,8 @@ a ``config.json`` (or a folder holding one) or a built-in shape (``--list``). Co
 
 * weights: every parameter, in ``--dtype`` (LoRA adds its adapters in float32, as peft does);
 * gradients: one per trainable parameter, in its dtype;
-* optimizer: torch AdamW, two moments like the parameter plus a 4-byte step per tensor;
+* optimizer: torch AdamW, two moments like the parameter plus a 4-byte step per tensor, or
+  (``--optimizer adamw_bnb_8bit``) bitsandbytes' 8-bit AdamW (:func:`optimizer_state_bytes`);
 * activations: tensors autograd keeps for backward, from the per-layer formula in
   :func:`activation_bytes` (documented there), plus the loss over the vocabulary.
 
@@ -31,6 +32,10 @@ DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "fl
 METHODS = ("full", "lora", "lisa")
 ADAM_STEP_BYTES = 4  # torch AdamW's `step`: a float32 scalar tensor per parameter
 LORA_DTYPE_BYTES = 4  # peft keeps adapters in float32 (autocast_adapter_dtype=True)
+OPTIMIZERS = ("adamw_torch", "adamw_bnb_8bit")  # the `optimizer:` values LISA supports, by state layout
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller tensors keep float32 moments
+BNB_BLOCK = 256  # elements per float32 absmax of bitsandbytes' blockwise 8-bit state
+BNB_QMAPS_BYTES = 2 * 256 * 4  # its two float32 quantization maps, shared by every tensor
 
 
 @dataclass(frozen=True)
@@ -90,20 +95,26 @@ class ModelShape:
         norm = self.hidden_size * (2 if self.layer_norm_bias else 1)
         return norm + (0 if self.tie_embeddings else self.vocab_size * self.hidden_size)
 
-    def embedding_tensors(self) -> int:
-        return 1 + bool(self.learned_positions)
-
-    def head_tensors(self) -> int:
-        return (2 if self.layer_norm_bias else 1) + (0 if self.tie_embeddings else 1)
-
     def total_params(self) -> int:
         return self.embedding_params() + self.head_params() + self.num_layers * self.layer_params()
 
-    def tensors_per_layer(self) -> int:
-        linear = len(self.linear_shapes())
-        norms = 2 * (2 if self.layer_norm_bias else 1)
-        bias = (4 if self.gated_mlp else 2) * self.attention_bias + (3 if self.gated_mlp else 2) * self.mlp_bias
-        return linear + norms + bias
+    def layer_tensor_sizes(self) -> list[int]:
+        """Elements of each tensor of one decoder layer (they sum to :meth:`layer_params`)."""
+        h = self.hidden_size
+        sizes = [a * b for a, b in self.linear_shapes()] + [h] * (2 * (2 if self.layer_norm_bias else 1))
+        if self.attention_bias:
+            sizes += [self.q_dim, self.kv_dim, self.kv_dim, h] if self.gated_mlp else [self.q_dim + 2 * self.kv_dim, h]
+        if self.mlp_bias:
+            sizes += [out for _, out in self.linear_shapes()[-(3 if self.gated_mlp else 2):]]
+        return sizes
+
+    def embedding_tensor_sizes(self) -> list[int]:
+        return [self.vocab_size * self.hidden_size] + [self.learned_positions * self.hidden_size] * bool(self.learned_positions)
+
+    def head_tensor_sizes(self, with_tied_table: bool = False) -> list[int]:
+        """The final norm's tensors and the LM head; a tied table only if ``with_tied_table``."""
+        table = not self.tie_embeddings or with_tied_table
+        return [self.hidden_size] * (2 if self.layer_norm_bias else 1) + [self.vocab_size * self.hidden_size] * table
 
 
 def _llama(name, vocab, hidden, layers, heads, kv, inter, **kw) -> ModelShape:
@@ -116,6 +127,9 @@ BUILTIN_SHAPES: dict[str, ModelShape] = {
         _llama("llama-2-7b", 32000, 4096, 32, 32, 32, 11008),
         _llama("llama-2-13b", 32000, 5120, 40, 40, 40, 13824),
         _llama("llama-2-70b", 32000, 8192, 80, 64, 8, 28672),
+        # Llama 3: a 128,256-token vocabulary, so untied E and H are 1.05 B parameters at 8B
+        _llama("llama-3-8b", 128256, 4096, 32, 32, 8, 14336),
+        _llama("llama-3-70b", 128256, 8192, 80, 64, 8, 28672),
         _llama("mistral-7b", 32000, 4096, 32, 32, 8, 14336),
         _llama("tinyllama-1.1b", 32000, 2048, 22, 32, 4, 5632),
         ModelShape("gpt2", 50257, 768, 12, 12, 12, 3072, tie_embeddings=True, gated_mlp=False,
@@ -202,12 +216,38 @@ class Settings:
     gradient_checkpointing: bool = False
     train_embeddings: bool = True
     train_head: bool = True
+    optimizer: str = "adamw_torch"
 
 
-def lora_params(shape: ModelShape, rank: int) -> tuple[int, int]:
-    """(parameters, tensors) of LoRA adapters of ``rank`` on every linear layer of every decoder layer."""
-    per_layer = sum(rank * (a + b) for a, b in shape.linear_shapes())
-    return shape.num_layers * per_layer, shape.num_layers * 2 * len(shape.linear_shapes())
+def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "adamw_torch") -> int:
+    """AdamW state of trainable tensors of ``sizes`` elements whose dtype has ``dtype_bytes`` bytes.
+
+    ``adamw_torch``: two moments like the parameter and a 4-byte ``step`` tensor per tensor.
+    ``adamw_bnb_8bit`` (bitsandbytes' 8-bit AdamW, whatever the parameter dtype): per tensor of at
+    least 4096 elements two uint8 moments and two float32 ``absmax`` per 256-element block, below that
+    two float32 moments; ``step`` is a Python int; two quantization maps are shared by all tensors.
+    Checked against the real optimizers in ``tests/lisa_plugin/test_memory.py``.
+    """
+    if optimizer == "adamw_torch":
+        return sum(2 * n * dtype_bytes + ADAM_STEP_BYTES for n in sizes)
+    if optimizer != "adamw_bnb_8bit":
+        raise ValueError(f"optimizer: unknown {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    quantized = [n for n in sizes if n >= BNB_MIN_8BIT_SIZE]
+    blocks = sum(-(-n // BNB_BLOCK) for n in quantized)
+    small = sum(n for n in sizes if n < BNB_MIN_8BIT_SIZE)
+    return 2 * sum(quantized) + 2 * 4 * blocks + 2 * 4 * small + (BNB_QMAPS_BYTES if quantized else 0)
+
+
+def trainable_tensor_sizes(shape: ModelShape, method: str, s: Settings) -> list[int]:
+    """Elements of each tensor ``method`` trains (LoRA: its A and B adapters)."""
+    if method == "full":
+        return shape.embedding_tensor_sizes() + shape.head_tensor_sizes() + shape.num_layers * shape.layer_tensor_sizes()
+    if method == "lora":
+        return shape.num_layers * [s.rank * n for a, b in shape.linear_shapes() for n in (a, b)]
+    sizes = s.gamma * shape.layer_tensor_sizes() + (shape.embedding_tensor_sizes() if s.train_embeddings else [])
+    if s.train_head:  # a tied table trains as H when E does not
+        sizes += shape.head_tensor_sizes(with_tied_table=shape.tie_embeddings and not s.train_embeddings)
+    return sizes
 
 
 def activation_bytes(shape: ModelShape, s: Settings) -> int:
@@ -250,28 +290,16 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
     total = shape.total_params()
     weights = total * b
     activations = activation_bytes(shape, s)
-    if method == "full":
-        trainable = total
-        tensors = shape.embedding_tensors() + shape.head_tensors() + shape.num_layers * shape.tensors_per_layer()
-        grads, state = trainable * b, 2 * trainable * b + ADAM_STEP_BYTES * tensors
-    elif method == "lora":
-        trainable, tensors = lora_params(shape, s.rank)
-        weights += trainable * LORA_DTYPE_BYTES
-        grads = trainable * LORA_DTYPE_BYTES
-        state = 2 * trainable * LORA_DTYPE_BYTES + ADAM_STEP_BYTES * tensors
+    if method == "lisa" and not 1 <= s.gamma <= shape.num_layers:
+        raise ValueError(f"gamma: {s.gamma} is not in 1..{shape.num_layers} (decoder layers of {shape.name})")
+    sizes = trainable_tensor_sizes(shape, method, s)
+    trainable = sum(sizes)
+    if method == "lora":
+        b = LORA_DTYPE_BYTES  # the adapters, their gradients and their state are float32
+        weights += trainable * b
         # Each adapter keeps its rank-r intermediate (x A) for the gradient of B.
-        activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * LORA_DTYPE_BYTES
-    else:
-        if not 1 <= s.gamma <= shape.num_layers:
-            raise ValueError(f"gamma: {s.gamma} is not in 1..{shape.num_layers} (decoder layers of {shape.name})")
-        e = shape.embedding_params() if s.train_embeddings else 0
-        hd = shape.head_params() if s.train_head else 0
-        if shape.tie_embeddings and s.train_head and not s.train_embeddings:
-            hd += shape.vocab_size * shape.hidden_size  # the tied table is H too (head_params counts it in E)
-        trainable = e + hd + s.gamma * shape.layer_params()
-        tensors = (s.gamma * shape.tensors_per_layer() + (shape.embedding_tensors() if s.train_embeddings else 0)
-                   + (shape.head_tensors() if s.train_head else 0))
-        grads, state = trainable * b, 2 * trainable * b + ADAM_STEP_BYTES * tensors
+        activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * b
+    grads, state = trainable * b, optimizer_state_bytes(sizes, b, s.optimizer)
     return Plan(method, shape.name, s.dtype, total, trainable, weights, grads, state, activations)
 
 
@@ -334,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep only each layer's input for backward (recompute the rest)")
     parser.add_argument("--no-train-embeddings", action="store_true", help="LISA: freeze E")
     parser.add_argument("--no-train-head", action="store_true", help="LISA: freeze H")
+    parser.add_argument("--optimizer", default=OPTIMIZERS[0], choices=OPTIMIZERS,
+                        help="AdamW state layout: torch's, or bitsandbytes' 8-bit (default: %(default)s)")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to plan, comma-separated (default: %(default)s)")
     parser.add_argument("--fsdp-gpus", type=int, default=1, metavar="N",
                         help="per-GPU bytes under FSDP2 over N GPUs (weights, gradients, state sharded; default: one GPU, no FSDP)")
@@ -353,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = resolve_model(args.model)
         settings = Settings(args.dtype, args.batch, args.seq, args.gamma, args.rank, args.gradient_checkpointing,
-                            not args.no_train_embeddings, not args.no_train_head)
+                            not args.no_train_embeddings, not args.no_train_head, args.optimizer)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.fsdp_gpus > 1:
             plans = [fsdp2_plan(shape, m, settings, args.fsdp_gpus) for m in methods]
@@ -369,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     gc = "on" if settings.gradient_checkpointing else "off"
     print(f"{shape.name}: {shape.total_params():,} parameters, {shape.num_layers} layers; {settings.dtype}, "
           f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}, "
-          f"gradient checkpointing {gc}" + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
+          f"gradient checkpointing {gc}, {settings.optimizer}" + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
     print(table(plans))
     print("Sums of tensors (1 GB = 1e9 bytes); add the CUDA context and allocator slack (~1-2 GB).")
     return 0

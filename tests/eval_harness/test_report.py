@@ -98,9 +98,8 @@ def test_bootstrap_ci_equals_a_direct_computation(report):
     idx = np.random.default_rng(3).integers(0, len(turns), size=(1000, len(turns)))
     overall = []
     for row in idx:
-        t1 = [turns[i, 0] for i in row if not np.isnan(turns[i, 0])]
-        t2 = [turns[i, 1] for i in row if not np.isnan(turns[i, 1])]
-        overall.append((sum(t1) / len(t1) + sum(t2) / len(t2)) / 2)
+        vals = [turns[i, t] for i in row for t in (0, 1) if not np.isnan(turns[i, t])]
+        overall.append(sum(vals) / len(vals))  # FastChat show_result: the mean of all valid turn ratings
     assert (lora.ci.low, lora.ci.high) == pytest.approx(tuple(np.percentile(overall, [2.5, 97.5])))
     assert lora.ci.resamples == 1000
     # closed-form sanity: constant scores have a zero-width interval; wide samples follow the normal approximation
@@ -213,7 +212,7 @@ LEADERBOARD_OPTIONS = {"--format", "--baseline", "--resamples", "--seed", "--nor
 REPORT_OPTIONS = {"--output", "--results", "--mt-bench-dir", *LEADERBOARD_OPTIONS}
 COMPARE_OPTIONS = {
     "--output", "--tasks", "--limit", "--judge-model", "--judge-base-url", "--judge-repeats", "--judge-concurrency",
-    "--pairwise-baseline", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
+    "--pairwise-baseline", "--reference", "--rejudge-failed", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
     "--batch-size", "--dtype", "--device", "--max-new-tokens", "--template", "--method", "--set", "--base-model",
     "--variant", "--apply-chat-template", "--fewshot-as-multiturn", *LEADERBOARD_OPTIONS,
 }

@@ -34,14 +34,14 @@ def build(name: str):
     return AutoModelForCausalLM.from_config(config), config
 
 
-def measure(name: str, method: str) -> dict:
+def measure(name: str, method: str, make_optimizer=torch.optim.AdamW) -> dict:
     """Weights, gradients and optimizer-state bytes after one real AdamW step, summed over tensors."""
     model, config = build(name)
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=RANK, target_modules="all-linear"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     if method == "lisa":
         LayerSwitcher(model, LisaConfig(n_layers=GAMMA, interval_steps=1, seed=0), seed=0).activate(0, optimizer)
     ids = torch.randint(0, config.vocab_size, (BATCH, SEQ))
@@ -67,6 +67,24 @@ def test_prediction_within_10_percent_of_measured_bytes(name, method):
         assert 0.9 <= ratio <= 1.1, f"{name}/{method} {component}: predicted {getattr(predicted, component):,} vs measured {value:,}"
 
 
+@pytest.mark.parametrize("method", memory.METHODS)
+def test_bnb_8bit_state_prediction_is_exact(method):
+    """bitsandbytes' 8-bit AdamW, stepped on CPU: uint8 moments and absmax for the big tensors, float32
+    moments for those under 4,096 elements (norms; LoRA r=8 adapters of this width)."""
+    bnb = pytest.importorskip("bitsandbytes")
+    make = lambda params, lr: bnb.optim.AdamW(params, lr=lr, optim_bits=8)  # noqa: E731  (`adamw_bnb_8bit`)
+    model, config = build("llama-gqa")
+    shape = memory.shape_from_config(config.to_dict(), "llama-gqa")
+    settings = memory.Settings(dtype="fp32", batch=BATCH, seq=SEQ, gamma=GAMMA, rank=RANK, optimizer="adamw_bnb_8bit")
+    predicted = memory.plan(shape, method, settings).optimizer
+    assert predicted == measure("llama-gqa", method, make)["optimizer"]
+    torch_state = memory.plan(shape, method, memory.Settings(dtype="fp32", rank=RANK, gamma=GAMMA)).optimizer
+    if method == "lora":  # every adapter is under 4,096 elements: float32 moments, no step tensor
+        assert predicted == torch_state - 4 * 2 * len(shape.linear_shapes()) * shape.num_layers
+    else:
+        assert predicted < torch_state / 2
+
+
 @pytest.mark.parametrize("name", list(SMALL_CONFIGS))
 def test_activation_prediction_within_10_percent_of_saved_tensors(name):
     model, config = build(name)
@@ -81,6 +99,33 @@ def test_builtin_shapes_have_the_published_parameter_counts():
     assert memory.BUILTIN_SHAPES["llama-2-7b"].total_params() == 6_738_415_616
     assert memory.BUILTIN_SHAPES["llama-2-70b"].total_params() == 68_976_648_192
     assert memory.BUILTIN_SHAPES["gpt2"].total_params() == 124_439_808
+    assert memory.BUILTIN_SHAPES["llama-3-8b"].total_params() == 8_030_261_248  # "8.03B"
+    assert memory.BUILTIN_SHAPES["llama-3-70b"].total_params() == 70_553_706_496  # "70.6B"
+
+
+def test_llama_3_8b_lisa_is_above_lora_r16_as_measured_on_an_h100():
+    """The outside measurement: LISA (gamma 2) 52.1 GB vs LoRA r=16 34.6 GB, because E and H are
+    70.7% of what LISA trains. Closest planner settings: float32 weights (so E/H gradients and AdamW
+    state are float32 too), batch 1, sequence 1024, gradient checkpointing."""
+    shape = memory.resolve_model("llama-3-8b")
+    settings = memory.Settings(dtype="fp32", batch=1, seq=1024, gamma=2, rank=16, gradient_checkpointing=True)
+    lisa, lora = (memory.plan(shape, m, settings) for m in ("lisa", "lora"))
+    assert round((shape.embedding_params() + shape.head_params()) / lisa.trainable_params, 3) == 0.707
+    assert lisa.total > lora.total
+    assert abs(lisa.total / 52.1e9 - 1) < 0.03 and abs(lora.total / 34.6e9 - 1) < 0.03
+    bf16 = memory.Settings(dtype="bf16", batch=1, seq=1024, gamma=2, rank=16, gradient_checkpointing=True)
+    assert memory.plan(shape, "lisa", bf16).total > memory.plan(shape, "lora", bf16).total  # in bf16 too
+
+
+def test_list_is_fast_and_imports_no_training_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys; from lisa_plugin.tools import memory; memory.main(['--list']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "llama-3-8b: 8,030,261,248 parameters, 32 layers" in out and "llama-3-70b" in out
+    assert out.strip().endswith("[]")
 
 
 def test_lisa_state_is_far_below_full_on_7b():

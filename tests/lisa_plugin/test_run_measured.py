@@ -59,6 +59,20 @@ def test_interrupt_reaches_the_child_and_the_run_is_still_recorded(tmp_path):
     assert json.loads((tmp_path / RESOURCES_FILE).read_text())["exit_code"] == 128 + signal.SIGINT
 
 
+def test_a_signal_before_the_child_exists_is_held_and_passed_on():
+    from lisa_plugin.tools.axolotl_runner import _Forwarder
+
+    forward = _Forwarder()
+    forward(signal.SIGTERM, None)  # Ctrl-C or SIGTERM in the moment before the child is started
+    assert forward.held == [signal.SIGTERM]
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        forward.started(child.pid)
+        assert child.wait(timeout=30) == -signal.SIGTERM and forward.held == []
+    finally:
+        child.kill()
+
+
 def test_output_dir_from_config_or_override(tmp_path):
     config = tmp_path / "c.yml"
     config.write_text("output_dir: ./runs/x\n")
