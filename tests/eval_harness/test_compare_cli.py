@@ -137,6 +137,7 @@ def test_chat_benchmark_call_interface(axolotl_runs, shared_data, tmp_path, monk
         base_url: str | None = None
         repeats: int = 1
         concurrency: int = 4
+        rejudge_failed: bool = False
 
     calls = []
 
