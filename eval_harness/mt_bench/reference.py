@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lisa_formats.userfiles import read_user_bytes
+
 from eval_harness.discovery import REFERENCE_METHOD, Run
 from eval_harness.mt_bench.data import MTBench, Question
 from eval_harness.mt_bench.judge import Grading, judge_answers, judge_endpoint
@@ -69,7 +71,7 @@ def read_reference(path: Path) -> ReferenceAnswers:
     """One answer file, every line checked; a question answered twice is an error naming the ids."""
     path = Path(path)
     name = path.stem
-    raw = path.read_bytes()
+    raw = read_user_bytes(path)  # a regular file of bounded size: a FIFO or /dev/zero is refused, named
     answers: dict[int, list[str]] = {}
     repeated: set[int] = set()
     for number, line in enumerate(raw.decode("utf-8", errors="replace").split("\n"), start=1):
