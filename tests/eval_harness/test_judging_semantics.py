@@ -197,6 +197,9 @@ def test_ctrl_c_during_a_back_off_stops_the_run_within_seconds(bench, tmp_path):
         sent["at"] = time.monotonic()
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Ctrl-C raises KeyboardInterrupt even where the test run started with SIGINT ignored (launched in
+    # the background by a non-interactive shell, where Python installs no handler of its own)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Thread(target=interrupt_once_both_requests_wait, daemon=True)
     timer.start()
     try:
@@ -204,6 +207,7 @@ def test_ctrl_c_during_a_back_off_stops_the_run_within_seconds(bench, tmp_path):
             judge_answers(bench, questions, answers_for(questions), out, model_id="m", grading=g)
     finally:
         timer.join(timeout=61)
+        signal.signal(signal.SIGINT, previous)
         g.judge.close()
         server.close()
     assert time.monotonic() - sent["at"] < 5, "Ctrl-C waited out the back-off"
