@@ -72,6 +72,9 @@ def test_bnb_8bit_state_prediction_is_exact(method):
     """bitsandbytes' 8-bit AdamW, stepped on CPU: uint8 moments and absmax for the big tensors, float32
     moments for those under 4,096 elements (norms; LoRA r=8 adapters of this width)."""
     bnb = pytest.importorskip("bitsandbytes")
+    # overrides an earlier test left in bitsandbytes' process-wide singleton are keyed by id(param):
+    # a new tensor that reuses such an id would get another state layout
+    bnb.optim.GlobalOptimManager.get_instance().initialize()
     make = lambda params, lr: bnb.optim.AdamW(params, lr=lr, optim_bits=8)  # noqa: E731  (`adamw_bnb_8bit`)
     model, config = build("llama-gqa")
     shape = memory.shape_from_config(config.to_dict(), "llama-gqa")

@@ -21,6 +21,16 @@ from lisa_plugin.core.switching import LayerSwitcher
 
 bnb = pytest.importorskip("bitsandbytes")
 
+
+@pytest.fixture(autouse=True)
+def fresh_bnb_overrides():
+    """bitsandbytes keeps per-parameter overrides in a process-wide singleton keyed by ``id(param)``:
+    an override an earlier test left (transformers' Trainer sets 32-bit state for embeddings) would
+    apply to whichever new tensor reuses that id. Each test starts without any."""
+    bnb.optim.GlobalOptimManager.get_instance().initialize()
+    yield
+    bnb.optim.GlobalOptimManager.get_instance().initialize()
+
 WIDTH = 64  # 64 x 64 = 4096 elements: bitsandbytes' min_8bit_size, so these weights get 8-bit state
 
 
