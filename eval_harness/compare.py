@@ -296,7 +296,6 @@ class Comparison:
 
     def _reference(self, outcome: RunOutcome, ref: ReferenceAnswers, grading, prefix: str) -> None:
         from eval_harness.mt_bench.reference import judge_reference
-        from eval_harness.mt_bench.run import judgment_path
 
         s = self.settings
         bench, questions, subset = self._mt_bench_questions
@@ -308,8 +307,7 @@ class Comparison:
             return
         self.say(f"{prefix}: {'judging with ' + s.judge_model if grading else 'checked (no --judge-model: not judged)'}")
         start = time.time()
-        judgments = judgment_path(s.output / MT_BENCH, s.judge_model) if grading else None
-        summary = judge_reference(bench, questions, ref, judgments, grading, subset.to_json())
+        summary = judge_reference(bench, questions, ref, s.output / MT_BENCH, grading, subset.to_json())
         self._store_mt_bench(outcome, summary, key, start, prefix)
 
     def _prepare_lm_eval_tasks(self) -> tuple[dict[str, LmEvalTask], Any]:

@@ -104,6 +104,18 @@ def is_failed(record: dict) -> bool:
     return "error" in (record.get("g1_winner"), record.get("g2_winner"))
 
 
+def newest_round(records: list[dict]) -> list[dict]:
+    """One item's records (file order) of its newest ``judge_key``: older ones judged other answers."""
+    newest_key = records[-1].get("judge_key")
+    return [r for r in records if r.get("judge_key") == newest_key] if newest_key else records
+
+
+def latest_valid_of(records: list[dict]) -> dict:
+    """The latest record with a usable verdict, else the latest record."""
+    valid = [r for r in records if not is_failed(r)]
+    return (valid or records)[-1]
+
+
 def done_keys(records: list[dict], rejudge_failed: bool) -> set[tuple[str, int]]:
     """(judge_key, repeat) of the stored judgments that count as done; the latest record of each decides.
 

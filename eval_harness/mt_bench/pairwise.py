@@ -24,9 +24,10 @@ from eval_harness.mt_bench.judge import (
     Grading,
     content_key,
     done_keys,
-    is_failed,
     judge_endpoint,
     judge_prompt,
+    latest_valid_of,
+    newest_round,
     run_judge_tasks,
     served_model,
 )
@@ -137,7 +138,7 @@ def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_
             r["question_id"]
         ) in question_ids:
             rounds.setdefault(pair_key(r), []).append(r)
-    records = {k: _latest_valid(v) for k, v in rounds.items()}
+    records = {k: latest_valid_of(newest_round(v)) for k, v in rounds.items()}
     win = loss = tie = inconsistent = errors = 0
     for r in records.values():
         g1, g2 = r["g1_winner"], r["g2_winner"]
@@ -168,10 +169,3 @@ def summarise_pairs(judgment_file: Path, model_id: str, baseline_id: str, judge_
         "judgment_file": str(judgment_file),
     }
 
-
-def _latest_valid(records: list[dict]) -> dict:
-    newest_key = records[-1].get("judge_key")
-    if newest_key:
-        records = [r for r in records if r.get("judge_key") == newest_key]
-    valid = [r for r in records if not is_failed(r)]
-    return (valid or records)[-1]

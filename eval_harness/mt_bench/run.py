@@ -121,7 +121,7 @@ def run_mt_bench(
     if judge is not None:
         grading = open_judge(judge, judge_repeats, judge_concurrency, rejudge_failed)
         try:
-            summary.update(_judge_all(bench, questions, answers, out_dir, model_id, grading, pairwise_baseline))
+            summary.update(judge_all(bench, questions, answers, out_dir, model_id, grading, pairwise_baseline))
         finally:
             grading.judge.close()
     write_json_atomic(out_dir / f"summary_{model_id}.json", summary)
@@ -146,7 +146,7 @@ def _answer(questions, out_dir: Path, model_id: str, model_path: str, adapter_pa
     return answer_file, chat
 
 
-def _judge_all(bench, questions, answers, out_dir: Path, model_id: str, grading: Grading,
+def judge_all(bench, questions, answers, out_dir: Path, model_id: str, grading: Grading,
                pairwise_baseline: Path | None) -> dict:
     """Single grading, then pairwise grading when a baseline is given; whether all of it exists, and by whom."""
     summary = _judge(bench, questions, answers, out_dir, model_id, grading)

@@ -18,7 +18,7 @@ from pathlib import Path
 from lisa_formats.jsonl import read_jsonl
 
 from eval_harness.mt_bench.data import Question
-from eval_harness.mt_bench.judge import PARSE_FAILURE, is_failed, judgment_key
+from eval_harness.mt_bench.judge import PARSE_FAILURE, judgment_key, latest_valid_of, newest_round
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,9 @@ def latest_valid(rounds: dict[tuple, list[dict]], source: Path) -> list[dict]:
     """
     chosen, several = [], 0
     for records in rounds.values():
-        newest_key = records[-1].get("judge_key")
-        if newest_key:
-            records = [r for r in records if r.get("judge_key") == newest_key]
+        records = newest_round(records)
         several += len(records) > 1
-        valid = [r for r in records if not is_failed(r)]
-        chosen.append((valid or records)[-1])
+        chosen.append(latest_valid_of(records))
     if several:
         logger.warning("%s: %d item(s) have several judgments for the same answer; the latest valid verdict "
                        "of each is used", source, several)

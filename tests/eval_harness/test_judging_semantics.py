@@ -27,7 +27,7 @@ from eval_harness.judges.openai_compat import retry_after_seconds
 from eval_harness.mt_bench import data as mt_data
 from eval_harness.mt_bench.judge import ERROR_JUDGMENT, Grading, judge_answers
 from eval_harness.mt_bench.pairwise import judge_pairs, summarise_pairs
-from eval_harness.mt_bench.run import _judge_all
+from eval_harness.mt_bench.run import judge_all
 from eval_harness.mt_bench.show import load_judgments, repeat_scores, summarise
 from eval_harness.report import stats
 from lisa_formats.jsonl import read_jsonl
@@ -79,7 +79,7 @@ def test_a_persistently_failing_item_is_stored_as_an_error_and_the_run_continues
     server = HostileJudge(behave)
     g = grading(server)
     try:
-        summary = _judge_all(bench, questions, answers, tmp_path, "m", g, None)
+        summary = judge_all(bench, questions, answers, tmp_path, "m", g, None)
     finally:
         g.judge.close()
         server.close()
