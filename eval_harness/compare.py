@@ -22,13 +22,16 @@ from eval_harness.benchmarks import DEFAULT_TASKS, MT_BENCH, DataError, benchmar
 from eval_harness.benchmarks.mt_bench import resolve_dir as resolve_mt_bench_dir
 from eval_harness.discovery import (REFERENCE_METHOD, RUN_LAYOUT, VANILLA, Discovery, discover_runs, is_report_dir,
                                     looks_like_run, model_context, weights_fingerprint)
+from eval_harness.engines.backend import BackendSettings
+from eval_harness.engines.server import EngineStartError
 from eval_harness.lm_eval_runner import (EvalOptions, LmEvalTask, cache_key, check_task_names, evaluate_task, load_lm,
-                                         prepare_tasks, task_manager)
+                                         load_server_lm, prepare_tasks, task_manager, tokenizer_source)
 from eval_harness.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from eval_harness.report.summary import format_metrics
 from eval_harness.results import Metric, OutputLock, OutputUnavailable, ResultStore, RunOutcome, TaskResult
 
 if TYPE_CHECKING:
+    from eval_harness.engines.session import RunServer
     from eval_harness.mt_bench.reference import ReferenceAnswers
 
 __all__ = ["DEFAULT_TASKS", "MT_BENCH", "CompareSettings", "Comparison", "RunOutcome", "compare"]
@@ -44,6 +47,7 @@ class CompareSettings:
     limit: int | None = None
     judge_model: str | None = None
     judge_base_url: str | None = None
+    judge_engine_model: str | None = None  # a local judge model served from the engine env (--judge-engine-model)
     judge_repeats: int = 1
     judge_concurrency: int = 4
     rejudge_failed: bool = False  # re-ask stored unparsable verdicts and judge errors
@@ -59,6 +63,7 @@ class CompareSettings:
     apply_chat_template: bool | str = False  # lm-eval prompts through the tokenizer's chat template (or the named one)
     fewshot_as_multiturn: bool = False  # with a chat template: each exemplar its own user/assistant turn
     template: str | None = None
+    backend: BackendSettings = field(default_factory=BackendSettings)  # hf here, or an OpenAI-compatible server
     base_model: str | None = None
     methods: dict[str, str] = field(default_factory=dict)
     run_settings: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -73,7 +78,9 @@ class CompareSettings:
     origin_note: str | None = None  # the demo's own sentence on what its numbers can and cannot show
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        out["backend"] = self.backend.to_json()
+        return out
 
     @property
     def resolved_mt_bench_dir(self) -> Path | None:
@@ -111,6 +118,9 @@ class Comparison:
         self.discovery: Discovery | None = None
         self.references: list[ReferenceAnswers] = []  # --reference answer files, read and checked
         self._mt_bench_questions: tuple[Any, list, Any] | None = None  # (MTBench, questions scored, Subset)
+        self._server: RunServer | None = None  # the server of the run being evaluated (backend server)
+        self._judge_server: RunServer | None = None  # --judge-engine-model: started on first need, stopped at the end
+        self._judge_engine_name: str | None = None
         self.started = time.time()
 
     # ----------------------------------------------------------------- messages and files
@@ -162,7 +172,16 @@ class Comparison:
         return self._budget_problem()
 
     def _budget_problem(self) -> str | None:
-        """--max-new-tokens that leaves no room for a prompt in some model's context (lm-eval would assert)."""
+        """--max-new-tokens that leaves no room for a prompt in some model's context (lm-eval would assert),
+        or an --engine-python without vLLM."""
+        backend = self.settings.backend
+        if (backend.starts_server or self.settings.judge_engine_model) and backend.engine_python:
+            from eval_harness.engines.backend import installed_vllm
+
+            try:
+                installed_vllm(backend.engine_python)
+            except ValueError as exc:
+                return f"{exc}; nothing was evaluated or written"
         budget = self.settings.max_new_tokens
         for run in self.discovery.runs if budget else []:
             context = model_context(run.model_path) if run.ok else None
@@ -182,17 +201,30 @@ class Comparison:
         runs = [o for o in self.outcomes if o.run.ok and o.run.method != REFERENCE_METHOD]
         todo = [(o, t) for o in runs for t in s.tasks]
         done = 0
+        if s.backend.kind == "hf":
+            from eval_harness.engines.backend import sane_threads
+
+            sane_threads(s.backend.threads)
         for outcome in runs:
             lm = None
-            for task in s.tasks:
-                done += 1
-                prefix = f"[{done}/{len(todo)}] {outcome.run.name} / {task}"
-                lm, stop = self._evaluate(outcome, task, lm_tasks, manager, lm, prefix)
-                self.write_report()
-                if stop:
-                    break
-            lm = _release(lm)
-        self._judge_references()
+            self._server = self._run_server(outcome)
+            try:
+                for task in s.tasks:
+                    done += 1
+                    prefix = f"[{done}/{len(todo)}] {outcome.run.name} / {task}"
+                    lm, stop = self._evaluate(outcome, task, lm_tasks, manager, lm, prefix)
+                    self.write_report()
+                    if stop:
+                        break
+            finally:
+                lm = _release(lm)
+                if self._server is not None:
+                    self._server.close()
+        try:
+            self._judge_references()
+        finally:
+            if self._judge_server is not None:
+                self._judge_server.close()
         self.write_report(complete=True)
         return 0 if not self.problems else 1
 
@@ -212,7 +244,7 @@ class Comparison:
             outcome.task_errors[task] = message
             self.problems.append(f"run {outcome.run.name} / {task}: {message}")
             self.say(f"{prefix}: FAILED {message}")
-            return lm, isinstance(exc, _ModelLoadError)
+            return lm, isinstance(exc, (_ModelLoadError, EngineStartError))  # its other tasks would fail alike
         return lm, False
 
     def _discover(self) -> None:
@@ -275,8 +307,9 @@ class Comparison:
         """Grade every --reference row with the runs' judge, into the runs' judgment file (reused on re-runs)."""
         from eval_harness.mt_bench.judge import open_judge
 
+        s = self.settings
         judge = self._judge_settings() if self.references else None
-        grading = open_judge(judge) if judge else None
+        grading = open_judge(judge, s.judge_repeats, s.judge_concurrency, s.rejudge_failed) if judge else None
         try:
             outcomes = {o.run.name: o for o in self.outcomes if o.run.method == REFERENCE_METHOD}
             for i, ref in enumerate(self.references, start=1):
@@ -327,13 +360,31 @@ class Comparison:
         known = set(manager.all_tasks)
         return {t.name: t for t in tasks if t.lm_eval_name in known}, manager
 
+    def _run_server(self, outcome: RunOutcome) -> "RunServer | None":
+        """The run's server under --backend server (started only when a task needs it), else None."""
+        if self.settings.backend.kind != "server":
+            return None
+        from eval_harness.engines.session import RunServer
+
+        run = outcome.run
+        return RunServer(self.settings.backend, run.name, run.model_path, run.adapter_path, tokenizer_source(run),
+                         self.settings.output / "engine", self.say)
+
+    def _generation(self) -> dict[str, Any]:
+        """Backend, engine and version: part of every cache key, so switching backend never reuses a result."""
+        if self._server is not None:
+            return self._server.identity()
+        from eval_harness.engines.backend import hf_identity
+
+        return hf_identity()
+
     def _cache_key(self, outcome: RunOutcome) -> dict[str, Any]:
         """What a stored result of this run must have been computed with to be reused (any task)."""
         s, run = self.settings, outcome.run
         return {
             "model": run.model_path, "adapter": run.adapter_path,
             "weights": weights_fingerprint(run.adapter_path or run.path or run.model_path),
-            "limit": s.limit, "max_new_tokens": s.max_new_tokens, "dtype": s.dtype,
+            "limit": s.limit, "max_new_tokens": s.max_new_tokens, "dtype": s.dtype, "generation": self._generation(),
         }
 
     def _reuse(self, outcome: RunOutcome, task: str, key: dict[str, Any]) -> bool:
@@ -349,14 +400,17 @@ class Comparison:
 
     def _lm_eval(self, outcome: RunOutcome, task: LmEvalTask, manager, lm, prefix: str):
         s, run = self.settings, outcome.run
-        key = {**self._cache_key(outcome), **cache_key(task, manager)}
+        run_key = self._cache_key(outcome)
+        key = {**run_key, **cache_key(task, manager, run_key["generation"])}
         if self._reuse(outcome, task.name, key):
             self.say(f"{prefix}: done before ({self.store.result_path(run.name, task.name)}), skipped")
             return lm
         if lm is None:
             self.say(f"{prefix}: loading {run.model_path}{' + adapter ' + run.adapter_path if run.adapter_path else ''}")
             try:
-                lm = load_lm(run, batch_size=s.batch_size, dtype=s.dtype, device=s.device)
+                lm = (load_lm(run, batch_size=s.batch_size, dtype=s.dtype, device=s.device) if self._server is None
+                      else load_server_lm(run, self._server.endpoint(), concurrency=s.backend.concurrency,
+                                          max_length=model_context(run.model_path)))
             except Exception as exc:
                 raise _ModelLoadError(f"cannot load the model: {type(exc).__name__}: {exc}") from exc
         self.say(f"{prefix}: evaluating ({task.num_fewshot}-shot, limit {s.limit or 'none'})")
@@ -376,23 +430,25 @@ class Comparison:
 
         mt_bench_dir = s.resolved_mt_bench_dir
         budget = s.max_new_tokens if s.max_new_tokens is not None else benchmark_for(MT_BENCH).max_new_tokens
-        judge = self._judge_settings()
         key = {
             **self._cache_key(outcome), "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
             "judge": self._judge_key(), "template": s.template, "pairwise_baseline": s.pairwise_baseline,
             "max_new_tokens": budget,
         }
-        baseline_answers = self._baseline_answers(run.name) if judge else None
+        baseline_answers = self._baseline_answers(run.name) if s.judge_model else None
         if self._reuse(outcome, MT_BENCH, key):
             self.say(f"{prefix}: done before, skipped")
             return
+        judge = self._judge_settings()  # after the cache: a judge server starts only when something is judged
         self.say(f"{prefix}: answering{' and judging with ' + s.judge_model if judge else ' (no --judge-model: not judged)'}")
         start = time.time()
         summary = run_mt_bench(
             model_id=run.name, model_path=run.model_path, adapter_path=run.adapter_path,
             out_dir=s.output / MT_BENCH, mt_bench_dir=mt_bench_dir, judge=judge, limit=s.limit,
             template=s.template, max_new_tokens=budget, device=s.device, dtype=s.dtype,
-            batch_size=s.batch_size, pairwise_baseline=baseline_answers,
+            batch_size=s.batch_size, pairwise_baseline=baseline_answers, judge_repeats=s.judge_repeats,
+            judge_concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed,
+            endpoint=self._server.endpoint() if self._server is not None else None, concurrency=s.backend.concurrency,
         )
         self._store_mt_bench(outcome, summary, key, start, prefix)
 
@@ -402,12 +458,40 @@ class Comparison:
             return None
         from eval_harness.mt_bench import JudgeSettings
 
+        if s.judge_engine_model:
+            return self._engine_judge()
         return JudgeSettings(model=s.judge_model, base_url=s.judge_base_url, repeats=s.judge_repeats,
                              concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed)
 
+    def _engine_judge(self):
+        """--judge-engine-model: a judge on a vLLM server of that model, started once from the engine env."""
+        from dataclasses import replace
+
+        from eval_harness.engines.judge import EngineJudge
+        from eval_harness.engines.session import RunServer
+        from eval_harness.mt_bench import JudgeSettings
+
+        s = self.settings
+        if self._judge_server is None:
+            engine = replace(s.backend, kind="server", server_url=None)
+            self._judge_server = RunServer(engine, s.judge_model, s.judge_engine_model, None, s.judge_engine_model,
+                                           s.output / "engine", self.say)
+        endpoint = self._judge_server.endpoint()
+        settings = JudgeSettings(model=endpoint.model, base_url=f"{endpoint.base_url}/v1", repeats=s.judge_repeats,
+                                 concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed)
+        return EngineJudge(settings, self._judge_key()["base_url"])
+
     def _judge_key(self) -> dict[str, Any]:
         s = self.settings
-        return {"model": s.judge_model, "base_url": s.judge_base_url, "repeats": s.judge_repeats}
+        base_url = s.judge_base_url
+        if s.judge_engine_model:  # the server's port changes with every start; the judge is what it serves
+            from eval_harness.engines.backend import engine_identity
+            from eval_harness.engines.judge import stable_endpoint
+
+            if self._judge_engine_name is None:  # reads the engine venv's metadata: once
+                self._judge_engine_name = stable_endpoint(engine_identity(s.backend), s.judge_engine_model)
+            base_url = self._judge_engine_name
+        return {"model": s.judge_model, "base_url": base_url, "repeats": s.judge_repeats}
 
     def _store_mt_bench(self, outcome: RunOutcome, summary: dict[str, Any], key: dict[str, Any], start: float,
                         prefix: str) -> None:

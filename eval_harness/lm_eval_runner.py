@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from lm_eval.api.model import LM
 
     from eval_harness.discovery import Run
+    from eval_harness.engines.backend import Endpoint
 
 __all__ = ["DataError", "EvalOptions", "LmEvalTask", "cache_key", "check_task_names", "evaluate_task", "load_lm",
-           "prepare_tasks", "task_manager"]
+           "load_server_lm", "prepare_tasks", "task_manager"]
 
 BACKEND = "lm-eval hf"  # lm_eval.models.huggingface.HFLM, see load_lm
+SERVER_BACKEND = "lm-eval local-completions"  # LocalCompletionsAPI, see load_server_lm
 
 
 @dataclass(frozen=True)
@@ -173,14 +175,17 @@ def task_definition_hash(manager, name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(task: LmEvalTask, manager) -> dict[str, Any]:
-    """Everything about the task a stored result must match to be reused (the run's side is compare's)."""
+def cache_key(task: LmEvalTask, manager, generation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything about the task a stored result must match to be reused (the run's side is compare's).
+
+    ``generation``: the backend's identity (:mod:`eval_harness.engines`); None: lm-eval's ``hf`` model."""
     return {
         "data": task.data,
         "data_sha256": {path.name: _sha16(path.read_bytes()) for path in task.files},
         "task_sha256": task_definition_hash(manager, task.lm_eval_name),
         "lm_eval_version": _lm_eval_version(),
-        "backend": BACKEND,
+        "backend": SERVER_BACKEND if generation and generation.get("backend") == "server" else BACKEND,
+        **({"generation": generation} if generation else {}),
         "variant": task.variant,
         "num_fewshot": task.num_fewshot,
         "max_new_tokens": task.max_new_tokens,
@@ -228,6 +233,21 @@ def load_lm(run: "Run", *, batch_size: int | str, dtype: str, device: str, max_l
     if max_length:
         kwargs["max_length"] = max_length
     return HFLM(**kwargs)
+
+
+def load_server_lm(run: "Run", endpoint: "Endpoint", *, concurrency: int, max_length: int | None = None) -> "LM":
+    """lm-eval's ``local-completions`` model on ``endpoint``, tokenizing with the run's tokenizer and sending
+    token ids (the very ids the ``hf`` model would feed itself; loglikelihood tasks need them too)."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    return LocalCompletionsAPI(
+        base_url=f"{endpoint.base_url}/v1/completions", model=endpoint.model, tokenizer=tokenizer_source(run),
+        tokenizer_backend="huggingface", tokenized_requests=True, num_concurrent=concurrency, max_retries=3,
+        # the hf model encodes with the tokenizer's own special tokens (a BOS where it adds one); the API model
+        # encodes without them unless told to
+        add_bos_token=True,
+        max_length=max_length or endpoint.max_model_len or 2048, timeout=600,
+    )
 
 
 # --------------------------------------------------------------------------- evaluation

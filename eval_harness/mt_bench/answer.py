@@ -3,7 +3,9 @@
 Unlike FastChat's gen_model_answer.py this runs on any device (not only CUDA), loads a
 PEFT adapter on top of its base model in memory (no merged copy on disk), batches
 questions that share a temperature, and never falls back silently to the ``one_shot``
-template, whose canned example would leak into every answer (FastChat #2783).
+template, whose canned example would leak into every answer (FastChat #2783). With an
+``endpoint`` (``--backend server``) the same prompt strings go to an OpenAI-compatible server's
+``/v1/completions`` instead, and its token ids are decoded here as ``generate``'s are.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from eval_harness.mt_bench.data import Question
 
 if TYPE_CHECKING:
     from fastchat.conversation import Conversation
+
+    from eval_harness.engines.backend import Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +192,13 @@ def generate_answers(
     dtype: str = "float32",
     batch_size: int | str | None = 8,
     seed: int = 0,
+    endpoint: "Endpoint | None" = None,
+    concurrency: int = 8,
 ) -> int:
-    """Answer the questions not yet in ``answer_file``; returns how many were generated."""
+    """Answer the questions not yet in ``answer_file``; returns how many were generated.
+
+    ``endpoint``: generate through that server's ``/v1/completions`` (the same prompt strings,
+    ``concurrency`` requests in flight) instead of loading the model here."""
     from tqdm.auto import tqdm
 
     batch_size = parse_batch_size(batch_size)
@@ -199,36 +208,76 @@ def generate_answers(
     pending = [q for q in questions if q.question_id not in done]
     if not pending:
         return 0
-    device = pick_device(device)
-    model = load_model(model_path, adapter_path, device, dtype)
-    # questions sharing a temperature share a batch; the sort keeps batches reproducible
-    pending.sort(key=lambda q: (q.temperature, q.question_id))
-    batches = [
+    if endpoint is None:
+        device = pick_device(device)
+        model = load_model(model_path, adapter_path, device, dtype)
+
+        def generate(prompts, temperature):
+            return _generate(model, tokenizer, chat, prompts, temperature, max_new_tokens, device, seed)
+    else:
+        batch_size = max(batch_size, 2 * concurrency)  # keep every request slot busy
+
+        def generate(prompts, temperature):
+            return _generate_served(endpoint, tokenizer, chat, prompts, temperature, max_new_tokens, seed, concurrency)
+    with JsonlAppender(answer_file) as out, tqdm(total=len(pending), desc=f"MT-Bench answers ({model_id})") as bar:
+        for batch in _batches(pending, batch_size):
+            answers: list[list[str]] = [[] for _ in batch]
+            for turn in range(2):
+                prompts = [chat.prompt(tokenizer, list(q.turns[: turn + 1]), a) for q, a in zip(batch, answers)]
+                for a, reply in zip(answers, generate(prompts, batch[0].temperature)):
+                    a.append(reply)
+            for q, a in zip(batch, answers):
+                out.write({"question_id": q.question_id, "answer_id": uuid.uuid4().hex, "model_id": model_id,
+                           "choices": [{"index": 0, "turns": a}], "tstamp": time.time()})
+            bar.update(len(batch))
+    return len(pending)
+
+
+def _batches(pending: list[Question], batch_size: int) -> list[list[Question]]:
+    """Questions sharing a temperature share a batch; the sort keeps batches reproducible."""
+    pending = sorted(pending, key=lambda q: (q.temperature, q.question_id))
+    return [
         batch
         for temperature in sorted({q.temperature for q in pending})
         for group in [[q for q in pending if q.temperature == temperature]]
         for batch in (group[i : i + batch_size] for i in range(0, len(group), batch_size))
     ]
-    with JsonlAppender(answer_file) as out, tqdm(total=len(pending), desc=f"MT-Bench answers ({model_id})") as bar:
-        for batch in batches:
-            answers: list[list[str]] = [[] for _ in batch]
-            for turn in range(2):
-                prompts = [chat.prompt(tokenizer, list(q.turns[: turn + 1]), a) for q, a in zip(batch, answers)]
-                replies = _generate(model, tokenizer, chat, prompts, batch[0].temperature, max_new_tokens, device, seed)
-                for a, reply in zip(answers, replies):
-                    a.append(reply)
-            for q, a in zip(batch, answers):
-                out.write(
-                    {
-                        "question_id": q.question_id,
-                        "answer_id": uuid.uuid4().hex,
-                        "model_id": model_id,
-                        "choices": [{"index": 0, "turns": a}],
-                        "tstamp": time.time(),
-                    }
-                )
-            bar.update(len(batch))
-    return len(pending)
+
+
+def _generate_served(endpoint: "Endpoint", tokenizer, chat: ChatFormat, prompts, temperature, max_new_tokens, seed,
+                     concurrency) -> list[str]:
+    """As :func:`_generate`, through the server: greedy at temperature 0, the same stop tokens and strings."""
+    from eval_harness.engines.completions import Sampling, complete_all
+
+    add_special = chat.name != HF_CHAT_TEMPLATE
+    stop_ids = [i for i in [tokenizer.eos_token_id, *chat.stop_token_ids()] if i is not None]
+    sampling = temperature >= GREEDY_BELOW
+    samplings = []
+    for prompt in prompts:
+        budget = max_new_tokens
+        if endpoint.max_model_len:  # the server refuses a request past its context; hf would run on
+            used = len(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+            budget = max(1, min(max_new_tokens, endpoint.max_model_len - used))
+        samplings.append(Sampling(budget, temperature if sampling else 0.0, chat.stop_strings(), stop_ids, add_special,
+                                  seed if sampling else None))
+    return [_served_text(choice, tokenizer, stop_ids, chat) for choice in complete_all(endpoint, prompts, samplings,
+                                                                                       concurrency)]
+
+
+def _served_text(choice: dict, tokenizer, stop_ids: list[int], chat: ChatFormat) -> str:
+    """The answer, decoded here from the token ids where the server returns them (vLLM does), exactly as
+    :func:`_generate` decodes; vLLM's own text drops a trailing incomplete UTF-8 character that hf shows as U+FFFD."""
+    ids = choice.get("token_ids")
+    if not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+        return _clean(choice["text"], chat)
+    cut = next((i for i, token in enumerate(ids) if token in stop_ids), len(ids))
+    return _clean(tokenizer.decode(ids[:cut], skip_special_tokens=True), chat)
+
+
+def _clean(text: str, chat: ChatFormat) -> str:
+    for stop in chat.stop_strings():
+        text = text.split(stop, 1)[0]
+    return text.strip()
 
 
 def _generate(model, tokenizer, chat: ChatFormat, prompts, temperature, max_new_tokens, device, seed) -> list[str]:
@@ -252,8 +301,5 @@ def _generate(model, tokenizer, chat: ChatFormat, prompts, temperature, max_new_
     replies = []
     for row in output[:, inputs["input_ids"].shape[1] :].tolist():
         cut = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
-        text = tokenizer.decode(row[:cut], skip_special_tokens=True)
-        for stop in chat.stop_strings():
-            text = text.split(stop, 1)[0]
-        replies.append(text.strip())
+        replies.append(_clean(tokenizer.decode(row[:cut], skip_special_tokens=True), chat))
     return replies

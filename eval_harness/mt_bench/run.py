@@ -15,6 +15,7 @@ from lisa_formats.atomic import write_json_atomic
 from lisa_formats.jsonl import read_jsonl
 
 from eval_harness.discovery import weights_fingerprint
+from eval_harness.engines.backend import HF, Endpoint
 from eval_harness.judges import Judge, JudgeSettings
 from eval_harness.mt_bench import data
 from eval_harness.mt_bench.answer import generate_answers, load_tokenizer, resolve_template
@@ -42,7 +43,9 @@ def _check_answer_settings(answer_file: Path, settings: dict) -> None:
     sidecar = answer_file.with_suffix(".settings.json")
     if sidecar.exists():
         stored = json.loads(sidecar.read_text())
-        changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
+        # files from before backends existed were generated with hf
+        changed = {k: (stored.get(k, HF if k == "backend" else None), v) for k, v in settings.items()
+                   if stored.get(k, HF if k == "backend" else None) != v}
         if changed:
             details = "; ".join(f"{k}: stored {old!r}, now {new!r}" for k, (old, new) in changed.items())
             raise ValueError(
@@ -84,7 +87,7 @@ def run_mt_bench(
     pairwise_baseline: Path | None = None,
     judge_repeats: int | None = None,
     judge_concurrency: int | None = None,
-    rejudge_failed: bool | None = None,
+    rejudge_failed: bool | None = None, endpoint: Endpoint | None = None, concurrency: int = 8,
 ) -> dict:
     """Generate (or resume) answers, judge them if ``judge`` is given, and return the summary.
 
@@ -99,7 +102,7 @@ def run_mt_bench(
     (default: the settings' ``rejudge_failed``, else False) asks those and parse failures again.
     ``"overall"`` is FastChat's (mean of all valid ratings); ``"overall_turn_mean"`` the mean of turn means.
     ``pairwise_baseline``: a baseline's FastChat model_answer JSONL; with a judge, each answer is
-    also judged against it in both orders (summary key ``"pairwise"``).
+    also judged against it in both orders (summary key ``"pairwise"``). ``endpoint``: answer through that server.
     """
     if pairwise_baseline is not None and judge is None:
         raise ValueError(f"pairwise_baseline {pairwise_baseline}: pairwise grading needs a judge; got judge=None")
@@ -107,8 +110,8 @@ def run_mt_bench(
     bench = data.load(mt_bench_dir)
     questions = data.select(bench.questions, limit)
     answer_file, chat = _answer(questions, out_dir, model_id, str(model_path), adapter_path, template=template,
-                                max_new_tokens=max_new_tokens, device=device, dtype=dtype, batch_size=batch_size,
-                                seed=seed)
+                                max_new_tokens=max_new_tokens, device=device, dtype=dtype, batch_size=batch_size, seed=seed,
+                                endpoint=endpoint, concurrency=concurrency)
     answers = load_answers(answer_file)
     summary = {
         "judged": False, "turn1": None, "turn2": None, "overall": None, "overall_turn_mean": None, "n_questions": len(questions),
@@ -139,7 +142,8 @@ def _answer(questions, out_dir: Path, model_id: str, model_path: str, adapter_pa
         answer_file,
         {"model_path": model_path, "adapter_path": adapter, "template": chat.name,
          "weights": weights_fingerprint(adapter or model_path), "max_new_tokens": options["max_new_tokens"],
-         "dtype": options["dtype"], "seed": options["seed"]},
+         "dtype": options["dtype"], "seed": options["seed"],
+         "backend": options["endpoint"].identity() if options["endpoint"] else HF},
     )
     generate_answers(questions, answer_file, model_id=model_id, model_path=model_path, adapter_path=adapter,
                      tokenizer=tokenizer, chat=chat, **options)

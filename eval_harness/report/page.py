@@ -168,6 +168,21 @@ def _run_details(run: RunEntry) -> str:
     return "\n".join(out)
 
 
+def generation_backends(compare: dict[str, Any]) -> str:
+    """Which backend generated the stored results (``settings.generation`` of each): e.g. "server: vllm 0.32.0"."""
+    seen: dict[str, list[str]] = {}
+    for run in compare.get("runs") or []:
+        for task, result in (run.get("results") or {}).items():
+            generation = (result.get("settings") or {}).get("generation")
+            if isinstance(generation, dict):
+                label = " ".join(str(generation[k]) for k in ("engine", "version") if generation.get(k))
+                label = f"{generation.get('backend')}: {label}" + (f" at {generation['url']}" if generation.get("url") else "")
+                seen.setdefault(label, []).append(f"{run.get('name')}/{task}")
+    if len(seen) > 1:
+        return "; ".join(f"{label} ({', '.join(where)})" for label, where in sorted(seen.items()))
+    return next(iter(seen), "hf (recorded before backends were)")
+
+
 def _provenance(data: ReportData, generated: str) -> str:
     s = data.compare.get("settings") or {}
     judges = sorted({r.mt_bench.judge or r.mt_bench.judge_model for r in data.runs
@@ -181,6 +196,7 @@ def _provenance(data: ReportData, generated: str) -> str:
     items = [
         ("Base model", data.compare.get("base_model")),
         ("Base model weights", table.weights_source(data.compare.get("base_model_source"))),
+        ("Generation backend", generation_backends(data.compare)),
         ("MT-Bench judge", ", ".join(judges) or "not judged"),
         ("Reference rows", "; ".join(f"{r.name}: {r.settings.get('answers')}" for r in data.runs
                                      if r.method == REFERENCE_METHOD) or "none (every row is a run of this harness)"),

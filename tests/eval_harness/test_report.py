@@ -215,6 +215,8 @@ COMPARE_OPTIONS = {
     "--pairwise-baseline", "--reference", "--rejudge-failed", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
     "--batch-size", "--dtype", "--device", "--max-new-tokens", "--template", "--method", "--set", "--base-model",
     "--variant", "--apply-chat-template", "--fewshot-as-multiturn", *LEADERBOARD_OPTIONS,
+    "--backend", "--server-url", "--server-model", "--engine-python", "--engine-command", "--engine-concurrency",
+    "--engine-timeout", "--engine-max-model-len", "--threads", "--judge-engine-model",
 }
 
 
