@@ -27,6 +27,7 @@ from lisa_plugin.core.layers import (
     layers_path_of,
     partition_parameters,
 )
+from lisa_plugin.core.master_weights import MasterWeights
 from lisa_plugin.manager import get_plugin_manager
 from lisa_plugin.strategies.sampling import record_gradient_norms
 from lisa_plugin.strategies.select import resolve_strategy, select_active_layers
@@ -63,6 +64,8 @@ class LayerSwitcher:
         self._always = self.partition.always_trainable(config.train_embeddings, config.train_head)
         self.active: list[int] | None = None
         self.switch_index: int | None = None
+        # fp32 masters of the trainable set (`master_weights: fp32`); None trains the weights in their dtype
+        self.masters = MasterWeights() if config.master_weights == "fp32" else None
         self.history = LisaHistory(
             settings={**config.model_dump(), "seed": seed},
             num_layers=self.partition.num_layers,
@@ -118,7 +121,7 @@ class LayerSwitcher:
             resolved=self.history.strategy_resolved,
             pm=self.pm,
         )
-        before = optimizer_state.state_bytes(optimizer) if optimizer is not None else 0
+        before = self.state_bytes(optimizer)
         trainable = self.trainable_parameters(active)
         trainable_ids = {id(p) for p in trainable}
         frozen = [p for p in self.all_parameters() if id(p) not in trainable_ids]
@@ -127,9 +130,14 @@ class LayerSwitcher:
             p.grad = None
         for p in trainable:
             p.requires_grad_(True)
-        released = 0
+        if self.masters is not None and optimizer is not None:
+            self.masters.attach(optimizer)
+            self.masters.retire(frozen)  # before releasing: their state moves back onto `p`
         if optimizer is not None and self.config.optimizer_state == "release":
-            released = optimizer_state.release_state(optimizer, frozen)
+            optimizer_state.release_state(optimizer, frozen)
+        released = before - self.state_bytes(optimizer)
+        if self.masters is not None and optimizer is not None:
+            self.masters.adopt(trainable)
         event = SwitchEvent(
             step=switch_index * self.config.interval_steps,
             switch_index=switch_index,
@@ -145,6 +153,13 @@ class LayerSwitcher:
         self.history.add(event)
         self.pm.hook.lisa_on_switch(event=event)
         return event
+
+    def state_bytes(self, optimizer: torch.optim.Optimizer | None) -> int:
+        """Optimizer state held now; with fp32 masters, the masters too (they exist only for the update)."""
+        if optimizer is None:
+            return 0
+        masters = self.masters.master_bytes() if self.masters is not None else 0
+        return optimizer_state.state_bytes(optimizer) + masters
 
     @property
     def observes_gradients(self) -> bool:
@@ -174,6 +189,9 @@ class LayerSwitcher:
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue the history (and strategy state) saved in a checkpoint."""
         restored = LisaHistory.from_json(saved)
+        # A key added to the lisa: block since the checkpoint was written had its default then.
+        defaults = {name: field.default for name, field in type(self.config).model_fields.items()}
+        restored.settings = {**{k: v for k, v in defaults.items() if k in self.history.settings}, **restored.settings}
         if restored.settings != self.history.settings:
             changed = sorted(
                 k for k in set(restored.settings) | set(self.history.settings)
