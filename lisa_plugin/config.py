@@ -37,6 +37,17 @@ class LisaConfig(BaseModel):
         "release",
         description="release: drop AdamW state of deactivated layers; keep: keep it",
     )
+    master_weights: Literal["none", "fp32"] = Field(
+        "none",
+        description="fp32: the model stays in bf16/fp16 and only the trainable set (E, H, active layers) "
+        "gets an fp32 master copy, fp32 gradients at the update and fp32 AdamW state; none: train the weights "
+        "in their own dtype",
+    )
+    eh_state: Literal["32bit", "8bit"] = Field(
+        "32bit",
+        description="8bit: bitsandbytes' blockwise 8-bit AdamW state for E and H only, decoder layers in 32 bits "
+        "(needs `optimizer: adamw_bnb_8bit`); 32bit: the optimizer's own layout",
+    )
 
     @field_validator("n_layers", "interval_steps", "seed", mode="before")
     @classmethod
@@ -188,6 +199,27 @@ def _sharding_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _master_weights_problems(data: Mapping[str, Any]) -> list[str]:
+    """``lisa.master_weights: fp32`` needs a bf16/fp16 model, no fp16 gradient scaler, torch's AdamW, no FSDP."""
+    if not isinstance(data.get("lisa"), Mapping) or data["lisa"].get("master_weights") != "fp32":
+        return []
+    problems = []
+    if data.get("fsdp") or data.get("fsdp_config"):
+        problems.append("`lisa.master_weights: fp32` with FSDP: FSDP2 keeps its own fp32 sharded parameters "
+                        "(mixed precision `param_dtype: bfloat16`); use that and `lisa.master_weights: none`")
+    if data.get("fp16") is True and data.get("bf16") is not True:  # Axolotl drops fp16 when bf16 is on
+        problems.append("`lisa.master_weights: fp32` with `fp16: true`: the AMP gradient scaler unscales the "
+                        "optimizer's parameters (the masters), which have no gradient at clipping; use `bf16: true`")
+    elif not any(data.get(key) is True for key in ("bf16", "bfloat16", "float16")) and data.get("bf16") != "auto":
+        problems.append("`lisa.master_weights: fp32` on a float32 model has no effect: set `bf16: true` (the model "
+                        "then loads in bfloat16) or `lisa.master_weights: none`")
+    optimizer = data.get("optimizer")
+    if optimizer is not None and str(optimizer) not in ("adamw_torch", "adamw_torch_fused"):
+        problems.append(f"`lisa.master_weights: fp32` with `optimizer: {optimizer}`: the masters work with torch's "
+                        "AdamW only; use `optimizer: adamw_torch` or `adamw_torch_fused`")
+    return problems
+
+
 def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
     """What in the rest of an Axolotl config cannot go with a ``lisa:`` block (an empty one included)."""
     if data.get("lisa") is None:
@@ -207,7 +239,11 @@ def compatibility_problems(data: Mapping[str, Any]) -> list[str]:
             f"{', '.join(builtin)} configure Axolotl's built-in LISA callback; use only the "
             "`lisa:` block (n_layers, interval_steps, layers_path) with lisa_plugin"
         )
-    problems += _sharding_problems(data)
+    problems += _sharding_problems(data) + _master_weights_problems(data)
+    if isinstance(data.get("lisa"), Mapping) and data["lisa"].get("eh_state") == "8bit":
+        from lisa_plugin.core.eh_state import optimizer_name_problem
+
+        problems += [p for p in [optimizer_name_problem(data.get("optimizer"))] if p]
     optimizer = data.get("optimizer")
     if str(optimizer) in PAGED_OPTIMIZER_NAMES:
         problems.append(f"`optimizer: {optimizer}` is paged, which LISA refuses: {PAGED_REFUSAL}")

@@ -11,7 +11,9 @@ optimizer every interval.
 bitsandbytes' 8-bit AdamW keeps, per parameter, ``state1``/``state2`` (uint8, or float32
 below ``min_8bit_size`` elements) and ``absmax1``/``absmax2``, all freed with the entry, and
 ``qmap1``/``qmap2``, one pair shared by every parameter, which stays (so it is counted once and
-never as released). Its paged variants are refused: a paged buffer is CUDA unified memory that
+never as released). With ``lisa.eh_state: 8bit`` only E and H have that 8-bit layout and the
+layers float32 moments; its analytic bound is :func:`lisa_plugin.core.eh_state.bnb_state_bound`
+(torch-free, for the planner). Its paged variants are refused: a paged buffer is CUDA unified memory that
 bitsandbytes keeps in ``GlobalPageManager.paged_tensors`` for the life of the process and has
 no call to free, so dropping the entry would free nothing.
 """

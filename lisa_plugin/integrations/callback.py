@@ -24,8 +24,9 @@ from transformers.trainer_callback import ExportableState
 from transformers.training_args import ParallelMode
 
 from lisa_plugin.config import LisaConfig
-from lisa_plugin.core import distributed
+from lisa_plugin.core import distributed, eh_state
 from lisa_plugin.core.layers import find_decoder_layers, partition_parameters
+from lisa_plugin.core.master_weights import setup_problems
 from lisa_plugin.core.switching import LayerSwitcher
 from lisa_plugin.manager import get_plugin_manager
 
@@ -120,6 +121,9 @@ class LISACallback(TrainerCallback, ExportableState):
         seed = self.config.seed if self.config.seed is not None else args.seed
         self.switcher = LayerSwitcher(model, self.config, seed)
         self.switcher.check_optimizer(optimizer)
+        self.eh_overrides = eh_state.apply(self.config.eh_state, optimizer, self.switcher.partition)
+        if self.switcher.masters is not None:
+            _check_master_weights(self.switcher, args, fsdp2)
         if fsdp2:
             # FSDP2 reduce-scatters only parameters with a gradient: nothing to sync ourselves.
             distributed.check_fsdp2_layout(model)
@@ -177,6 +181,8 @@ class LISACallback(TrainerCallback, ExportableState):
         self._write_history(args, state, args.output_dir)
         if self.grad_sync is not None:
             self.grad_sync.remove()
+        if self.switcher is not None and self.switcher.masters is not None:
+            self.switcher.masters.close()  # weights already hold the masters' values; free the copies
         return control
 
     # -- state saved in checkpoints (trainer_state.json) -------------------------
@@ -245,6 +251,17 @@ class LISACallback(TrainerCallback, ExportableState):
             return
         if os.path.isdir(output_dir) or output_dir == args.output_dir:
             self.switcher.history.write(output_dir)
+
+
+def _check_master_weights(switcher: LayerSwitcher, args, fsdp2: bool) -> None:
+    problems = setup_problems(
+        switcher.all_parameters(),
+        fp16_amp=bool(getattr(args, "fp16", False)),
+        sharded=fsdp2,
+        multi_process=args.world_size > 1,
+    )
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _signature_from_config() -> inspect.Signature:

@@ -28,14 +28,13 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lisa_plugin.core.eh_state import EH_STATES, bnb_state_bytes
+
 DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
 METHODS = ("full", "lora", "lisa")
 ADAM_STEP_BYTES = 4  # torch AdamW's `step`: a float32 scalar tensor per parameter
 LORA_DTYPE_BYTES = 4  # peft keeps adapters in float32 (autocast_adapter_dtype=True)
 OPTIMIZERS = ("adamw_torch", "adamw_bnb_8bit")  # the `optimizer:` values LISA supports, by state layout
-BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller tensors keep float32 moments
-BNB_BLOCK = 256  # elements per float32 absmax of bitsandbytes' blockwise 8-bit state
-BNB_QMAPS_BYTES = 2 * 256 * 4  # its two float32 quantization maps, shared by every tensor
 
 
 @dataclass(frozen=True)
@@ -217,6 +216,7 @@ class Settings:
     train_embeddings: bool = True
     train_head: bool = True
     optimizer: str = "adamw_torch"
+    eh_state: str = "32bit"  # LISA: "8bit" = lisa.eh_state: 8bit (needs adamw_bnb_8bit)
 
 
 def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "adamw_torch") -> int:
@@ -232,10 +232,7 @@ def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "
         return sum(2 * n * dtype_bytes + ADAM_STEP_BYTES for n in sizes)
     if optimizer != "adamw_bnb_8bit":
         raise ValueError(f"optimizer: unknown {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-    quantized = [n for n in sizes if n >= BNB_MIN_8BIT_SIZE]
-    blocks = sum(-(-n // BNB_BLOCK) for n in quantized)
-    small = sum(n for n in sizes if n < BNB_MIN_8BIT_SIZE)
-    return 2 * sum(quantized) + 2 * 4 * blocks + 2 * 4 * small + (BNB_QMAPS_BYTES if quantized else 0)
+    return bnb_state_bytes(sizes, [])
 
 
 def trainable_tensor_sizes(shape: ModelShape, method: str, s: Settings) -> list[int]:
@@ -244,10 +241,30 @@ def trainable_tensor_sizes(shape: ModelShape, method: str, s: Settings) -> list[
         return shape.embedding_tensor_sizes() + shape.head_tensor_sizes() + shape.num_layers * shape.layer_tensor_sizes()
     if method == "lora":
         return shape.num_layers * [s.rank * n for a, b in shape.linear_shapes() for n in (a, b)]
-    sizes = s.gamma * shape.layer_tensor_sizes() + (shape.embedding_tensor_sizes() if s.train_embeddings else [])
+    eh, layers = lisa_tensor_sizes(shape, s)
+    return layers + eh
+
+
+def lisa_tensor_sizes(shape: ModelShape, s: Settings) -> tuple[list[int], list[int]]:
+    """Elements of each tensor LISA trains: (E and H, the gamma decoder layers)."""
+    eh = shape.embedding_tensor_sizes() if s.train_embeddings else []
     if s.train_head:  # a tied table trains as H when E does not
-        sizes += shape.head_tensor_sizes(with_tied_table=shape.tie_embeddings and not s.train_embeddings)
-    return sizes
+        eh += shape.head_tensor_sizes(with_tied_table=shape.tie_embeddings and not s.train_embeddings)
+    return eh, s.gamma * shape.layer_tensor_sizes()
+
+
+def lisa_state_bytes(shape: ModelShape, s: Settings, dtype_bytes: int) -> int:
+    """LISA's optimizer state; with ``eh_state: 8bit`` bitsandbytes' 8-bit state for E and H and its
+    32-bit state (float32 moments, whatever the dtype) for the layers."""
+    eh, layers = lisa_tensor_sizes(shape, s)
+    if s.eh_state == "32bit":
+        return optimizer_state_bytes(layers + eh, dtype_bytes, s.optimizer)
+    if s.eh_state not in EH_STATES:
+        raise ValueError(f"eh_state: unknown {s.eh_state!r}; expected one of {', '.join(EH_STATES)}")
+    if s.optimizer != "adamw_bnb_8bit":
+        raise ValueError(f"--eh-state 8bit needs --optimizer adamw_bnb_8bit (lisa.eh_state: 8bit runs on bitsandbytes' "
+                         f"8-bit AdamW), got --optimizer {s.optimizer}")
+    return bnb_state_bytes(eh, layers)
 
 
 def activation_bytes(shape: ModelShape, s: Settings) -> int:
@@ -300,6 +317,8 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
         # Each adapter keeps its rank-r intermediate (x A) for the gradient of B.
         activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * b
     grads, state = trainable * b, optimizer_state_bytes(sizes, b, s.optimizer)
+    if method == "lisa":
+        state = lisa_state_bytes(shape, s, b)
     return Plan(method, shape.name, s.dtype, total, trainable, weights, grads, state, activations)
 
 
@@ -364,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-train-head", action="store_true", help="LISA: freeze H")
     parser.add_argument("--optimizer", default=OPTIMIZERS[0], choices=OPTIMIZERS,
                         help="AdamW state layout: torch's, or bitsandbytes' 8-bit (default: %(default)s)")
+    parser.add_argument("--eh-state", default=EH_STATES[0], choices=EH_STATES,
+                        help="LISA: 8bit = lisa.eh_state: 8bit, 8-bit state for E and H, 32-bit for the layers "
+                        "(with --optimizer adamw_bnb_8bit; default: %(default)s)")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to plan, comma-separated (default: %(default)s)")
     parser.add_argument("--fsdp-gpus", type=int, default=1, metavar="N",
                         help="per-GPU bytes under FSDP2 over N GPUs (weights, gradients, state sharded; default: one GPU, no FSDP)")
@@ -383,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = resolve_model(args.model)
         settings = Settings(args.dtype, args.batch, args.seq, args.gamma, args.rank, args.gradient_checkpointing,
-                            not args.no_train_embeddings, not args.no_train_head, args.optimizer)
+                            not args.no_train_embeddings, not args.no_train_head, args.optimizer, args.eh_state)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.fsdp_gpus > 1:
             plans = [fsdp2_plan(shape, m, settings, args.fsdp_gpus) for m in methods]
@@ -399,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     gc = "on" if settings.gradient_checkpointing else "off"
     print(f"{shape.name}: {shape.total_params():,} parameters, {shape.num_layers} layers; {settings.dtype}, "
           f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}, "
-          f"gradient checkpointing {gc}, {settings.optimizer}" + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
+          f"gradient checkpointing {gc}, {settings.optimizer}"
+          + (", LISA E/H state 8-bit" if settings.eh_state == "8bit" else "") + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
     print(table(plans))
     print("Sums of tensors (1 GB = 1e9 bytes); add the CUDA context and allocator slack (~1-2 GB).")
     return 0

@@ -177,3 +177,36 @@ def test_cli_fsdp_gpus(capsys):
     assert memory.main(["llama-2-70b", "--gradient-checkpointing", "--fsdp-gpus", "8", "--json"]) == 0
     plans = json.loads(capsys.readouterr().out)["plans"]
     assert {p["gpus"] for p in plans} == {8}
+
+
+def test_eh_8bit_state_prediction_is_exact_and_shows_where_it_lands_on_llama_3_8b():
+    """`--eh-state 8bit` (lisa.eh_state: 8bit): E and H in bitsandbytes' 8-bit state, the gamma layers
+    in its 32-bit state, against the real optimizer after a LISA activation and one step."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from lisa_plugin.core import eh_state
+
+    manager = bnb.optim.GlobalOptimManager.get_instance()
+    manager.initialize()
+    model, config = build("llama-gqa")
+    optimizer = bnb.optim.AdamW(model.parameters(), lr=1e-3, optim_bits=8)
+    switcher = LayerSwitcher(model, LisaConfig(n_layers=GAMMA, interval_steps=1, seed=0, eh_state="8bit"), seed=0)
+    try:
+        eh_state.apply("8bit", optimizer, switcher.partition)
+        switcher.activate(0, optimizer)
+        ids = torch.randint(0, config.vocab_size, (BATCH, SEQ))
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        measured = state_bytes(optimizer)
+    finally:
+        manager.initialize()
+    shape = memory.shape_from_config(config.to_dict(), "llama-gqa")
+    settings = memory.Settings(dtype="fp32", gamma=GAMMA, optimizer="adamw_bnb_8bit", eh_state="8bit")
+    assert memory.plan(shape, "lisa", settings).optimizer == measured
+
+    big = memory.resolve_model("llama-3-8b")
+    fp32 = dict(dtype="fp32", batch=1, seq=1024, gamma=2, rank=16, gradient_checkpointing=True)
+    torch_state = memory.plan(big, "lisa", memory.Settings(**fp32)).optimizer
+    eh8 = memory.plan(big, "lisa", memory.Settings(**fp32, optimizer="adamw_bnb_8bit", eh_state="8bit")).optimizer
+    assert 0.45 < eh8 / torch_state < 0.5  # E/H (70.7% of the set) at ~2 bytes per moment pair element instead of 8
+    with pytest.raises(ValueError, match="--eh-state 8bit needs --optimizer adamw_bnb_8bit"):
+        memory.plan(big, "lisa", memory.Settings(**fp32, eh_state="8bit"))
