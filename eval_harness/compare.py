@@ -205,22 +205,22 @@ class Comparison:
             from eval_harness.engines.backend import sane_threads
 
             sane_threads(s.backend.threads)
-        for outcome in runs:
-            lm = None
-            self._server = self._run_server(outcome)
-            try:
-                for task in s.tasks:
-                    done += 1
-                    prefix = f"[{done}/{len(todo)}] {outcome.run.name} / {task}"
-                    lm, stop = self._evaluate(outcome, task, lm_tasks, manager, lm, prefix)
-                    self.write_report()
-                    if stop:
-                        break
-            finally:
-                lm = _release(lm)
-                if self._server is not None:
-                    self._server.close()
-        try:
+        try:  # the judge's server (--judge-engine-model) is stopped however this ends, Ctrl-C included
+            for outcome in runs:
+                lm = None
+                self._server = self._run_server(outcome)
+                try:
+                    for task in s.tasks:
+                        done += 1
+                        prefix = f"[{done}/{len(todo)}] {outcome.run.name} / {task}"
+                        lm, stop = self._evaluate(outcome, task, lm_tasks, manager, lm, prefix)
+                        self.write_report()
+                        if stop:
+                            break
+                finally:
+                    lm = _release(lm)
+                    if self._server is not None:
+                        self._server.close()
             self._judge_references()
         finally:
             if self._judge_server is not None:
@@ -510,8 +510,13 @@ class Comparison:
             self.problem(f"{'reference' if run.method == REFERENCE_METHOD else 'run'} {run.name} / {MT_BENCH}: "
                          f"{message}")
             return
-        unjudged = ("answers checked, not judged (no --judge-model)" if run.method == REFERENCE_METHOD
-                    else "answers written (not judged)")
+        if summary.get("judged") and summary.get("n_judgments") and summary.get("overall") is None:
+            unjudged = (f"judged, but none of the {summary['n_judgments']} verdicts gave a usable rating "
+                        f"({summary.get('parse_failures', 0)} unparsable, {summary.get('judge_errors', 0)} errors): no score")
+        elif run.method == REFERENCE_METHOD:
+            unjudged = "answers checked, not judged (no --judge-model)"
+        else:
+            unjudged = "answers written (not judged)"
         self.say(f"{prefix}: {format_metrics(MT_BENCH, result) or unjudged}")
 
     def _baseline_answers(self, run_name: str) -> Path | None:

@@ -388,3 +388,26 @@ def test_compare_through_a_users_server_names_it_in_the_cache_key(tmp_path, tiny
     assert "engine: starting" not in log.getvalue()  # the user's server: nothing started or stopped by compare
     answers = (tmp_path / "report" / "mt_bench" / "model_answer" / "full.jsonl").read_text()
     assert "The answer is 42." in answers
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_stops_the_judge_server_too(tmp_path, tiny_root, fake_engine, shared_data, monkeypatch):
+    """Found by hand: Ctrl-C while a run was being judged stopped the run's server but left the judge's running."""
+    from eval_harness.compare import CompareSettings, Comparison, compare
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Comparison, "_store_mt_bench", interrupted)  # after the first row was judged
+    run = _tiny_run(tmp_path, tiny_root)
+    judge_dir = tmp_path / "judge-model"
+    judge_dir.mkdir()
+    settings = CompareSettings(runs_dir=run.parent, output=tmp_path / "report", tasks=["mt_bench"], limit=1,
+                               mt_bench_dir=shared_data / "mt_bench", max_new_tokens=4, base_model=str(run),
+                               judge_model="judge-model", judge_engine_model=str(judge_dir),
+                               backend=BackendSettings(kind=SERVER, engine_command=fake_engine), formats=["json"])
+    log = io.StringIO()
+    assert compare(settings, out=io.StringIO(), log=log) == 130
+    text = log.getvalue()
+    assert text.count("engine: starting judge-model") == 1 and "interrupted" in text
+    assert text.count("engine: starting") == text.count("engine: server stopped") == 2  # the run's and the judge's
