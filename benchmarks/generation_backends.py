@@ -54,8 +54,10 @@ def run_hf(args, tokenizer, chat, prompts):
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(args.model, None, device, "float32")
-    return timed(lambda batch: _generate(model, tokenizer, chat, batch, 0.0, args.max_new_tokens, device, 0),
-                 prompts, args.batch_size)
+    def greedy(batch):
+        return _generate(model, tokenizer, chat, batch, [0.0] * len(batch), args.max_new_tokens, device, 0)
+
+    return timed(greedy, prompts, args.batch_size)
 
 
 def run_server(args, tokenizer, chat, prompts, log_dir: Path):
@@ -69,8 +71,11 @@ def run_server(args, tokenizer, chat, prompts, log_dir: Path):
         start = time.perf_counter()
         endpoint = server.endpoint()
         startup = time.perf_counter() - start
-        answers, seconds = timed(lambda batch: _generate_served(endpoint, tokenizer, chat, batch, 0.0, args.max_new_tokens,
-                                                                0, args.concurrency), prompts, len(prompts))
+        def greedy(batch):
+            return _generate_served(endpoint, tokenizer, chat, batch, [0.0] * len(batch), args.max_new_tokens, 0,
+                                    args.concurrency)
+
+        answers, seconds = timed(greedy, prompts, len(prompts))
         return answers, seconds, startup, f"{endpoint.engine} {endpoint.version}"
     finally:
         server.close()

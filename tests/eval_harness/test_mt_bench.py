@@ -581,3 +581,50 @@ def test_compare_cli_judges_every_run_through_the_loopback_judge(axolotl_runs, b
     pairs = read_jsonl(runs / "report" / "mt_bench" / "model_judgment" / "test-judge_pair.jsonl")
     assert {p["model_1"] for p in pairs} == {"Vanilla", "lisa"}  # the baseline is not judged against itself
     assert_key_absent(runs / "report", proc.stdout, proc.stderr)
+
+
+def test_a_batch_of_mixed_temperatures_decodes_each_row_at_its_own(tiny_root):
+    """Questions of every temperature share a batch: a greedy row comes out exactly as in an all-greedy batch
+    of the same prompts, and a sampled row is sampled (at temperature 5 it differs from the greedy one)."""
+    from eval_harness.mt_bench.answer import (_generate, load_model, load_tokenizer, mixes_temperatures,
+                                              resolve_template)
+
+    model_path = str(tiny_root / "model")
+    tokenizer = load_tokenizer(model_path, None)
+    chat = resolve_template("zero_shot", tokenizer, model_path)
+    model = load_model(model_path, None, "cpu", "float32")
+    assert mixes_temperatures(model)
+    prompts = [chat.prompt(tokenizer, [text], []) for text in ("Name a colour.", "Count to five, please, slowly.",
+                                                                 "Say hi.", "Write one word.")]
+    greedy = _generate(model, tokenizer, chat, prompts, [0.0] * 4, 24, "cpu", 0)
+    mixed = _generate(model, tokenizer, chat, prompts, [0.0, 5.0, 0.0, 5.0], 24, "cpu", 0)
+    assert [mixed[0], mixed[2]] == [greedy[0], greedy[2]] and any(greedy)
+    assert [mixed[1], mixed[3]] != [greedy[1], greedy[3]]
+    assert _generate(model, tokenizer, chat, prompts, [0.0, 5.0, 0.0, 5.0], 24, "cpu", 0) == mixed  # seeded
+    model.generation_config.typical_p = 0.9  # a filter that cannot take a greedy row: batches split by temperature
+    assert not mixes_temperatures(model)
+
+
+def test_row_temperature_scales_each_row_and_keeps_only_the_best_of_a_greedy_one():
+    import torch
+
+    from eval_harness.mt_bench.answer import RowTemperature
+
+    scores = torch.tensor([[1.0, 3.0, 2.0], [1.0, 3.0, 2.0], [4.0, 0.0, -2.0]])
+    out = RowTemperature([0.0, 0.5, 2.0], "cpu")(None, scores)
+    assert out[0].tolist() == [float("-inf"), 0.0, float("-inf")]
+    assert out[1].tolist() == [2.0, 6.0, 4.0] and out[2].tolist() == [2.0, 0.0, -1.0]
+
+
+def test_batches_follow_question_order_unless_split_by_temperature():
+    from eval_harness.mt_bench.answer import _batches
+
+    questions = [mt_data.Question(i, c, ("a", "b")) for i, c in
+                 ((81, "writing"), (111, "math"), (131, "extraction"), (141, "stem"), (91, "roleplay"))]
+    temperatures = {q.question_id: q.temperature for q in questions}
+    assert sorted(set(temperatures.values())) == [0.0, 0.1, 0.7]
+    mixed = _batches(questions, 2)
+    assert [[q.question_id for q in b] for b in mixed] == [[81, 91], [111, 131], [141]]
+    split = _batches(questions, 2, by_temperature=True)
+    assert [{temperatures[q.question_id] for q in b} for b in split] == [{0.0}, {0.1}, {0.7}]
+    assert sorted(q.question_id for b in split for q in b) == [81, 91, 111, 131, 141]
