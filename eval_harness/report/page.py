@@ -214,7 +214,7 @@ def _provenance(data: ReportData, generated: str) -> str:
         ("Bootstrap", f"{data.resamples} resamples, seed {data.seed}, 95% percentile intervals"),
         ("Δ vs baseline", f"score − {data.baseline}'s score, in percentage points (MT-Bench: judge points)"
          if data.baseline else "no baseline: no LoRA run and no --baseline"),
-        ("MT-Bench overall", "mean of the turn-1 mean and the turn-2 mean; unparsable verdicts are left out"),
+        ("MT-Bench overall", "FastChat's score (show_result.py): the mean of all valid turn ratings; unparsable verdicts are left out"),
     ]
     return ('<h2>How these numbers were produced</h2><dl id="provenance">'
             + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v if v is not None else '-')}</dd>" for k, v in items) + "</dl>")
@@ -245,7 +245,7 @@ def render(data: ReportData, plots: list[Plot], generated: str | None = None) ->
                      + "</ul></div>")
     parts += [
         "<h2>Leaderboard</h2>", _leaderboard(data),
-        "<p>MT-Bench overall = mean of the two turn means, with a 95% bootstrap interval over questions. "
+        "<p>MT-Bench overall = FastChat's score, the mean of all valid turn ratings, with a 95% bootstrap interval over questions. "
         "GSM8K and PubMedQA: accuracy in % ± lm-eval's standard error.</p>",
         _table_notes(data),
         _significance(data), _plots(plots),

@@ -277,7 +277,7 @@ def markdown(data: ReportData) -> str:
     body = [[_markdown_cell(c, c.text(r), i in best[c.key]) for c in cols] for i, r in enumerate(rows)]
     lines = [
         "",
-        "MT-Bench overall is the mean of the turn-1 and turn-2 means (FastChat's score), with a 95% bootstrap "
+        "MT-Bench overall is FastChat's score (show_result.py): the mean of all valid turn ratings, with a 95% bootstrap "
         f"interval over questions ({data.resamples} resamples, seed {data.seed}). Accuracies are % ± lm-eval's stderr. "
         "**Bold**: best in its column (none where every row has the same value).",
     ]
