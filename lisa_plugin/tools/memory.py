@@ -16,7 +16,10 @@ a ``config.json`` (or a folder holding one) or a built-in shape (``--list``). Co
   :func:`activation_bytes` (documented there), plus the loss over the vocabulary.
 
 LISA's trainable set is E + H + gamma decoder layers (``optimizer_state: release``: the state of
-layers switched off is freed, so the bound holds for the whole run). The prediction is a sum of
+layers switched off is freed, so the bound holds for the whole run). ``--master-weights fp32``
+(``lisa.master_weights: fp32``, a bf16/fp16 model): the trainable set's fp32 masters count with
+the optimizer (12 bytes a parameter: master and two fp32 moments, as the plugin's bound), and its
+gradients are fp32 (each bf16 gradient is moved into its master's fp32 one before the step). The prediction is a sum of
 tensors; allocator caching, the CUDA context (~0.5-1 GB) and fragmentation come on top.
 """
 
@@ -35,6 +38,8 @@ METHODS = ("full", "lora", "lisa")
 ADAM_STEP_BYTES = 4  # torch AdamW's `step`: a float32 scalar tensor per parameter
 LORA_DTYPE_BYTES = 4  # peft keeps adapters in float32 (autocast_adapter_dtype=True)
 OPTIMIZERS = ("adamw_torch", "adamw_bnb_8bit")  # the `optimizer:` values LISA supports, by state layout
+MASTER_WEIGHTS = ("none", "fp32")  # lisa.master_weights
+MASTER_BYTES = 4  # an fp32 master, and the fp32 gradient it is given before each step
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ class Settings:
     train_head: bool = True
     optimizer: str = "adamw_torch"
     eh_state: str = "32bit"  # LISA: "8bit" = lisa.eh_state: 8bit (needs adamw_bnb_8bit)
+    master_weights: str = "none"  # LISA: "fp32" = lisa.master_weights: fp32 (bf16/fp16 model, torch AdamW)
 
 
 def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "adamw_torch") -> int:
@@ -265,6 +271,16 @@ def lisa_state_bytes(shape: ModelShape, s: Settings, dtype_bytes: int) -> int:
         raise ValueError(f"--eh-state 8bit needs --optimizer adamw_bnb_8bit (lisa.eh_state: 8bit runs on bitsandbytes' "
                          f"8-bit AdamW), got --optimizer {s.optimizer}")
     return bnb_state_bytes(eh, layers)
+
+
+def _check_master_weights(s: Settings) -> None:
+    """The plugin's own refusals (lisa_plugin/config.py), so the planner never shows a setup that cannot run."""
+    if s.master_weights not in MASTER_WEIGHTS:
+        raise ValueError(f"master_weights: unknown {s.master_weights!r}; expected one of {', '.join(MASTER_WEIGHTS)}")
+    if DTYPE_BYTES[s.dtype] == 4:
+        raise ValueError("--master-weights fp32 on a float32 model has no effect: use --dtype bf16 (or fp16)")
+    if s.optimizer != "adamw_torch" or s.eh_state != "32bit":
+        raise ValueError("--master-weights fp32 works with torch's AdamW only (--optimizer adamw_torch, --eh-state 32bit)")
 
 
 def activation_bytes(shape: ModelShape, s: Settings) -> int:
@@ -317,7 +333,11 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
         # Each adapter keeps its rank-r intermediate (x A) for the gradient of B.
         activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * b
     grads, state = trainable * b, optimizer_state_bytes(sizes, b, s.optimizer)
-    if method == "lisa":
+    if method == "lisa" and s.master_weights == "fp32":
+        _check_master_weights(s)
+        grads = trainable * MASTER_BYTES
+        state = trainable * MASTER_BYTES + optimizer_state_bytes(sizes, MASTER_BYTES, s.optimizer)
+    elif method == "lisa":
         state = lisa_state_bytes(shape, s, b)
     return Plan(method, shape.name, s.dtype, total, trainable, weights, grads, state, activations)
 
@@ -386,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eh-state", default=EH_STATES[0], choices=EH_STATES,
                         help="LISA: 8bit = lisa.eh_state: 8bit, 8-bit state for E and H, 32-bit for the layers "
                         "(with --optimizer adamw_bnb_8bit; default: %(default)s)")
+    parser.add_argument("--master-weights", default=MASTER_WEIGHTS[0], choices=MASTER_WEIGHTS,
+                        help="LISA: fp32 = lisa.master_weights: fp32, fp32 masters, gradients and AdamW state for the "
+                        "trainable set of a bf16/fp16 model (default: %(default)s)")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to plan, comma-separated (default: %(default)s)")
     parser.add_argument("--fsdp-gpus", type=int, default=1, metavar="N",
                         help="per-GPU bytes under FSDP2 over N GPUs (weights, gradients, state sharded; default: one GPU, no FSDP)")
@@ -405,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = resolve_model(args.model)
         settings = Settings(args.dtype, args.batch, args.seq, args.gamma, args.rank, args.gradient_checkpointing,
-                            not args.no_train_embeddings, not args.no_train_head, args.optimizer, args.eh_state)
+                            not args.no_train_embeddings, not args.no_train_head, args.optimizer, args.eh_state,
+                            args.master_weights)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.fsdp_gpus > 1:
             plans = [fsdp2_plan(shape, m, settings, args.fsdp_gpus) for m in methods]
@@ -422,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{shape.name}: {shape.total_params():,} parameters, {shape.num_layers} layers; {settings.dtype}, "
           f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}, "
           f"gradient checkpointing {gc}, {settings.optimizer}"
-          + (", LISA E/H state 8-bit" if settings.eh_state == "8bit" else "") + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
+          + (", LISA E/H state 8-bit" if settings.eh_state == "8bit" else "")
+          + (", LISA fp32 master weights" if settings.master_weights == "fp32" else "") + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
     print(table(plans))
     print("Sums of tensors (1 GB = 1e9 bytes); add the CUDA context and allocator slack (~1-2 GB).")
     return 0

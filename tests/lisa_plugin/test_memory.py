@@ -210,3 +210,33 @@ def test_eh_8bit_state_prediction_is_exact_and_shows_where_it_lands_on_llama_3_8
     assert 0.45 < eh8 / torch_state < 0.5  # E/H (70.7% of the set) at ~2 bytes per moment pair element instead of 8
     with pytest.raises(ValueError, match="--eh-state 8bit needs --optimizer adamw_bnb_8bit"):
         memory.plan(big, "lisa", memory.Settings(**fp32, eh_state="8bit"))
+
+
+def test_master_weights_prediction_is_the_plugins_bound_and_shows_where_it_lands_on_llama_3_8b():
+    """`--master-weights fp32` (lisa.master_weights: fp32): the optimizer column is the plugin's own bound for
+    the active set of a bf16 model (fp32 master and two fp32 moments a parameter, a step a tensor), the gradients
+    fp32; on Llama-3-8B it lands between pure-bf16 LISA and float32 LISA, still above LoRA r=16."""
+    from lisa_plugin.core.master_weights import master_state_bound
+
+    model, config = build("llama-gqa")
+    model.to(torch.bfloat16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    LayerSwitcher(model, LisaConfig(n_layers=GAMMA, interval_steps=1, seed=0), seed=0).activate(0, optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    shape = memory.shape_from_config(config.to_dict(), "llama-gqa")
+    planned = memory.plan(shape, "lisa", memory.Settings(dtype="bf16", gamma=GAMMA, master_weights="fp32"))
+    assert planned.optimizer == master_state_bound(trainable)
+    assert planned.gradients == 4 * sum(p.numel() for p in trainable) == 2 * memory.plan(
+        shape, "lisa", memory.Settings(dtype="bf16", gamma=GAMMA)).gradients
+
+    big = memory.resolve_model("llama-3-8b")
+    common = dict(batch=1, seq=1024, gamma=2, rank=16, gradient_checkpointing=True)
+    total = {(dtype, mw): memory.plan(big, "lisa", memory.Settings(dtype=dtype, master_weights=mw, **common)).total
+             for dtype, mw in (("bf16", "none"), ("bf16", "fp32"), ("fp32", "none"))}
+    lora = memory.plan(big, "lora", memory.Settings(dtype="fp32", **common)).total
+    assert total["bf16", "none"] < total["bf16", "fp32"] < total["fp32", "none"]
+    assert total["bf16", "fp32"] > lora  # LoRA r=16 even on a float32 base stays below
+    for refused, message in ((dict(dtype="fp32"), "float32 model has no effect"),
+                             (dict(dtype="bf16", optimizer="adamw_bnb_8bit"), "torch's AdamW only")):
+        with pytest.raises(ValueError, match=message):
+            memory.plan(big, "lisa", memory.Settings(master_weights="fp32", **{**common, **refused}))
