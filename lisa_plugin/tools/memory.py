@@ -11,7 +11,8 @@ a ``config.json`` (or a folder holding one) or a built-in shape (``--list``). Co
 * weights: every parameter, in ``--dtype`` (LoRA adds its adapters in float32, as peft does);
 * gradients: one per trainable parameter, in its dtype;
 * optimizer: torch AdamW, two moments like the parameter plus a 4-byte step per tensor, or
-  (``--optimizer adamw_bnb_8bit``) bitsandbytes' 8-bit AdamW (:func:`optimizer_state_bytes`);
+  (``--optimizer adamw_bnb_8bit``) bitsandbytes' 8-bit AdamW as transformers' Trainer sets it up, with
+  ``nn.Embedding`` weights in 32-bit state (:func:`optimizer_state_bytes`);
 * activations: tensors autograd keeps for backward, from the per-layer formula in
   :func:`activation_bytes` (documented there), plus the loss over the vocabulary.
 
@@ -225,20 +226,36 @@ class Settings:
     master_weights: str = "none"  # LISA: "fp32" = lisa.master_weights: fp32 (bf16/fp16 model, torch AdamW)
 
 
-def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "adamw_torch") -> int:
+def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "adamw_torch",
+                          embeddings: list[int] | None = None) -> int:
     """AdamW state of trainable tensors of ``sizes`` elements whose dtype has ``dtype_bytes`` bytes.
 
     ``adamw_torch``: two moments like the parameter and a 4-byte ``step`` tensor per tensor.
     ``adamw_bnb_8bit`` (bitsandbytes' 8-bit AdamW, whatever the parameter dtype): per tensor of at
     least 4096 elements two uint8 moments and two float32 ``absmax`` per 256-element block, below that
     two float32 moments; ``step`` is a Python int; two quantization maps are shared by all tensors.
+    ``embeddings``: those of ``sizes`` that are ``nn.Embedding`` weights, which transformers' Trainer
+    (and so Axolotl) registers for 32-bit state under ``adamw_bnb_8bit``.
     Checked against the real optimizers in ``tests/lisa_plugin/test_memory.py``.
     """
     if optimizer == "adamw_torch":
         return sum(2 * n * dtype_bytes + ADAM_STEP_BYTES for n in sizes)
     if optimizer != "adamw_bnb_8bit":
         raise ValueError(f"optimizer: unknown {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-    return bnb_state_bytes(sizes, [])
+    rest = list(sizes)
+    for n in embeddings or []:
+        rest.remove(n)
+    return bnb_state_bytes(rest, embeddings or [])
+
+
+def embedding_weight_sizes(shape: ModelShape, method: str, s: Settings) -> list[int]:
+    """Elements of each ``nn.Embedding`` weight ``method`` trains (the token table, GPT-2's positions): the
+    tensors the Trainer keeps in 32-bit state under ``adamw_bnb_8bit``; a tied table counts when E or H trains."""
+    if method == "full" or (method == "lisa" and s.train_embeddings):
+        return shape.embedding_tensor_sizes()
+    if method == "lisa" and s.train_head and shape.tie_embeddings:
+        return [shape.vocab_size * shape.hidden_size]
+    return []
 
 
 def trainable_tensor_sizes(shape: ModelShape, method: str, s: Settings) -> list[int]:
@@ -264,7 +281,7 @@ def lisa_state_bytes(shape: ModelShape, s: Settings, dtype_bytes: int) -> int:
     32-bit state (float32 moments, whatever the dtype) for the layers."""
     eh, layers = lisa_tensor_sizes(shape, s)
     if s.eh_state == "32bit":
-        return optimizer_state_bytes(layers + eh, dtype_bytes, s.optimizer)
+        return optimizer_state_bytes(layers + eh, dtype_bytes, s.optimizer, embedding_weight_sizes(shape, "lisa", s))
     if s.eh_state not in EH_STATES:
         raise ValueError(f"eh_state: unknown {s.eh_state!r}; expected one of {', '.join(EH_STATES)}")
     if s.optimizer != "adamw_bnb_8bit":
@@ -332,7 +349,7 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
         weights += trainable * b
         # Each adapter keeps its rank-r intermediate (x A) for the gradient of B.
         activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * b
-    grads, state = trainable * b, optimizer_state_bytes(sizes, b, s.optimizer)
+    grads, state = trainable * b, optimizer_state_bytes(sizes, b, s.optimizer, embedding_weight_sizes(shape, method, s))
     if method == "lisa" and s.master_weights == "fp32":
         _check_master_weights(s)
         grads = trainable * MASTER_BYTES
