@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lisa_plugin.core.eh_state import EH_STATES, bnb_state_bytes
 
 DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
+TORCH_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+                "fp16": "float16", "float16": "float16"}  # --dtype -> torch dtype name
 METHODS = ("full", "lora", "lisa")
 ADAM_STEP_BYTES = 4  # torch AdamW's `step`: a float32 scalar tensor per parameter
 LORA_DTYPE_BYTES = 4  # peft keeps adapters in float32 (autocast_adapter_dtype=True)
@@ -224,6 +226,7 @@ class Settings:
     optimizer: str = "adamw_torch"
     eh_state: str = "32bit"  # LISA: "8bit" = lisa.eh_state: 8bit (needs adamw_bnb_8bit)
     master_weights: str = "none"  # LISA: "fp32" = lisa.master_weights: fp32 (bf16/fp16 model, torch AdamW)
+    lora_dropout: float = 0.0  # LoRA: > 0 keeps each adapter's dropout output and mask for backward
 
 
 def optimizer_state_bytes(sizes: list[int], dtype_bytes: int, optimizer: str = "adamw_torch",
@@ -300,10 +303,51 @@ def _check_master_weights(s: Settings) -> None:
         raise ValueError("--master-weights fp32 works with torch's AdamW only (--optimizer adamw_torch, --eh-state 32bit)")
 
 
-def activation_bytes(shape: ModelShape, s: Settings) -> int:
-    """Bytes autograd saves for backward in one forward pass (the peak is at the start of backward).
+# What a decoder layer saves for backward depends on what it trains. Measured with saved_tensors_hooks
+# (torch 2.13, transformers 5.16, peft 0.20, SDPA attention) on Llama and GPT-2 layouts of several
+# widths, in float32 and bfloat16, as the difference per token between models of 2 and 3 layers, and
+# fitted to h (hidden) and i (MLP width); the fits are exact to within the adapters' rank-r terms.
+# A frozen layer that still passes the gradient down (LISA's inactive layers: E trains below them)
+# keeps no input of a linear layer and no normalised output (only a trainable weight needs those):
+FROZEN_SAVES_LESS = {True: (4, 1), False: (3, 1)}  # gated_mlp -> (h, i) elements of the dtype, vs trainable
+# LoRA's adapters are float32 (peft) and keep their inputs for the gradient of A: in a float32 model the
+# layer's distinct inputs, in a bf16/fp16 one a float32 cast per adapter (q, k, v, o, gate, up each cast):
+LORA_INPUTS = {(True, 4): (2, 1), (True, 2): (6, 1), (False, 4): (3, 1), (False, 2): (3, 1)}  # float32 (h, i)
+# lora_dropout > 0 adds each adapter's dropout output and mask, in bytes per token:
+LORA_DROPOUT_BYTES = {(True, 4): (40, 4), (True, 2): (24, 4), (False, 4): (12, 4), (False, 2): (12, 4)}  # (h, i)
+LAYER_ROLES = ("trainable", "frozen", "lora")
 
-    Per token and decoder layer, in elements of ``dtype`` (eager/SDPA attention, no s x s matrix):
+
+def layer_activation_bytes(shape: ModelShape, s: Settings, role: str = "trainable") -> int:
+    """Bytes one decoder layer saves for backward per token, as a ``trainable`` layer (full fine-tuning,
+    LISA's active layers), a ``frozen`` one that passes the gradient down (LISA's others), or with
+    ``lora`` adapters on its linear layers (``s.lora_dropout`` > 0 adds the dropout's copies)."""
+    if role not in LAYER_ROLES:
+        raise ValueError(f"role: unknown {role!r}; expected one of {', '.join(LAYER_ROLES)}")
+    b = DTYPE_BYTES[s.dtype]
+    h, i = shape.hidden_size, shape.intermediate_size
+    upcast = 0 if b == 4 else 2 * h * 4 // b  # float32 copies of the two norm inputs, in dtype elements
+    elements = 4 * h + upcast + shape.q_dim + 2 * shape.kv_dim + 2 * shape.q_dim + (4 if shape.gated_mlp else 6) * i
+    if role == "trainable":
+        return elements * b
+    less_h, less_i = FROZEN_SAVES_LESS[shape.gated_mlp]
+    frozen = (elements - less_h * h - less_i * i) * b
+    if role == "frozen":
+        return frozen
+    key = (shape.gated_mlp, 4 if b == 4 else 2)
+    in_h, in_i = LORA_INPUTS[key]
+    lora = frozen + (in_h * h + in_i * i) * LORA_DTYPE_BYTES
+    lora += len(shape.linear_shapes()) * s.rank * LORA_DTYPE_BYTES  # each adapter's rank-r intermediate (x A)
+    if s.lora_dropout > 0:
+        drop_h, drop_i = LORA_DROPOUT_BYTES[key]
+        lora += drop_h * h + drop_i * i
+    return lora
+
+
+def activation_bytes(shape: ModelShape, s: Settings, method: str = "full") -> int:
+    """Bytes autograd saves for backward in one forward pass of ``method`` (the peak is at the start of backward).
+
+    A trainable decoder layer keeps, per token, in elements of ``dtype`` (eager/SDPA attention, no s x s matrix):
 
     * each norm: its input and the normalised output (2 x 2h) plus a float32 copy of the input when
       the dtype is not float32 (RMSNorm upcasts);
@@ -312,22 +356,34 @@ def activation_bytes(shape: ModelShape, s: Settings) -> int:
     * MLP: gated: gate, up, act(gate), act*up (4 i); GPT-2: fc output, GELU output and the four
       intermediates of its tanh approximation, written out in Python (6 i).
 
-    The head keeps the final norm (2h), the logits (in ``dtype``, plus a float32 copy when the
-    dtype is not float32: the loss upcasts) and the float32 log-softmax.
+    The methods differ in their layers (:func:`layer_activation_bytes`): full fine-tuning's are all
+    trainable; LISA's gamma active layers are, and the others are frozen but still pass the gradient
+    down to E (they keep less: no linear layer's input); LoRA's keep, besides the frozen set, what their
+    float32 adapters need. So at many tokens per step LISA keeps less than LoRA, which can outweigh
+    E and H's gradients and state (``docs/benchmarks.md``).
+    The head's term is the final norm (2h) and the float32 log-softmax the loss keeps, plus what the
+    loss's backward holds beside it at the peak: the logits' gradient in float32, and in ``dtype`` when
+    that is not float32 (so it is above the saved tensors alone by 4 or 6 bytes per token and vocabulary entry).
     With gradient checkpointing a layer keeps only its input (h) and one layer is recomputed at a time.
     Checked against :func:`measure_saved_activation_bytes` in ``tests/lisa_plugin/test_memory.py``.
-    LoRA and LISA keep about as much: a frozen layer between the loss and a trainable one still
-    needs its activations to pass the gradient down, and with E trainable every layer is such a one.
     """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; expected one of {', '.join(METHODS)}")
     b = DTYPE_BYTES[s.dtype]
-    h, i = shape.hidden_size, shape.intermediate_size
-    upcast = 0 if b == 4 else 2 * h * 4 // b  # float32 copies of the two norm inputs, in dtype elements
-    layer = 4 * h + upcast + shape.q_dim + 2 * shape.kv_dim + 2 * shape.q_dim + (4 if shape.gated_mlp else 6) * i
+    h = shape.hidden_size
     tokens = s.batch * s.seq
     head = tokens * (2 * h * b + shape.vocab_size * (b + 4 + 4 if b != 4 else 8))
+    if method == "lora":
+        roles = {"lora": shape.num_layers}
+    elif method == "lisa":
+        active = min(s.gamma, shape.num_layers)
+        roles = {"trainable": active, "frozen": shape.num_layers - active}
+    else:
+        roles = {"trainable": shape.num_layers}
+    per_role = {role: layer_activation_bytes(shape, s, role) for role in roles}
     if s.gradient_checkpointing:
-        return tokens * (shape.num_layers * h + layer) * b + head
-    return tokens * shape.num_layers * layer * b + head
+        return tokens * (shape.num_layers * h * b + max(per_role.values())) + head
+    return tokens * sum(n * per_role[role] for role, n in roles.items()) + head
 
 
 def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Plan:
@@ -339,7 +395,7 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
     b = DTYPE_BYTES[s.dtype]
     total = shape.total_params()
     weights = total * b
-    activations = activation_bytes(shape, s)
+    activations = activation_bytes(shape, s, method)
     if method == "lisa" and not 1 <= s.gamma <= shape.num_layers:
         raise ValueError(f"gamma: {s.gamma} is not in 1..{shape.num_layers} (decoder layers of {shape.name})")
     sizes = trainable_tensor_sizes(shape, method, s)
@@ -347,8 +403,6 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
     if method == "lora":
         b = LORA_DTYPE_BYTES  # the adapters, their gradients and their state are float32
         weights += trainable * b
-        # Each adapter keeps its rank-r intermediate (x A) for the gradient of B.
-        activations += s.batch * s.seq * shape.num_layers * len(shape.linear_shapes()) * s.rank * b
     grads, state = trainable * b, optimizer_state_bytes(sizes, b, s.optimizer, embedding_weight_sizes(shape, method, s))
     if method == "lisa" and s.master_weights == "fp32":
         _check_master_weights(s)
@@ -357,6 +411,30 @@ def plan(shape: ModelShape, method: str, settings: Settings | None = None) -> Pl
     elif method == "lisa":
         state = lisa_state_bytes(shape, s, b)
     return Plan(method, shape.name, s.dtype, total, trainable, weights, grads, state, activations)
+
+
+def lisa_lora_crossover(shape: ModelShape, settings: Settings | None = None) -> int | None:
+    """The fewest tokens per micro-batch (batch x seq) at which LISA's predicted total is at or below LoRA's
+    with these settings (their batch and seq aside); 0 when it is at every size, None when at none.
+
+    Both totals are linear in the tokens: LISA carries more fixed bytes (E, H and the gamma layers'
+    gradients and state), LoRA more bytes per token (its adapters keep their layers' inputs, LISA's frozen
+    layers do not), so past some micro-batch size LISA needs less.
+    """
+    s = settings or Settings()
+
+    def totals(tokens: int) -> tuple[int, int]:
+        at = replace(s, batch=1, seq=tokens)
+        return plan(shape, "lisa", at).total, plan(shape, "lora", at).total
+
+    (lisa1, lora1), (lisa2, lora2) = totals(1), totals(2)
+    lisa_slope, lora_slope = lisa2 - lisa1, lora2 - lora1
+    fixed_gap = (lisa1 - lisa_slope) - (lora1 - lora_slope)  # LISA's fixed bytes above LoRA's
+    if fixed_gap <= 0:
+        return 0
+    if lora_slope <= lisa_slope:
+        return None
+    return -(-fixed_gap // (lora_slope - lisa_slope))
 
 
 def fsdp2_plan(shape: ModelShape, method: str, settings: Settings | None = None, gpus: int = 1) -> Plan:
@@ -405,6 +483,17 @@ def table(plans: list[Plan]) -> str:
     return "\n".join(lines)
 
 
+def crossover_line(shape: ModelShape, settings: Settings) -> str:
+    """One sentence: from which micro-batch size LISA needs no more than LoRA, with these settings."""
+    tokens = lisa_lora_crossover(shape, settings)
+    if tokens is None:
+        return "LISA stays above LoRA at every micro-batch size with these settings."
+    if tokens == 0:
+        return "LISA is at or below LoRA at every micro-batch size with these settings."
+    return (f"LISA is at or below LoRA from {tokens:,} tokens per micro-batch (batch x seq; "
+            f"here {settings.batch * settings.seq:,}) with these settings.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lisa-memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="built-in shape name or path to config.json / its folder")
@@ -414,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq", type=int, default=1024, help="sequence length in tokens (default: %(default)s)")
     parser.add_argument("--gamma", type=int, default=2, help="LISA: decoder layers trainable at a time (default: %(default)s)")
     parser.add_argument("--rank", type=int, default=128, help="LoRA rank, all linear layers (default: %(default)s)")
+    parser.add_argument("--lora-dropout", type=float, default=0.0,
+                        help="LoRA: lora_dropout (> 0 keeps each adapter's dropout output and mask; default: %(default)s)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="keep only each layer's input for backward (recompute the rest)")
     parser.add_argument("--no-train-embeddings", action="store_true", help="LISA: freeze E")
@@ -446,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         shape = resolve_model(args.model)
         settings = Settings(args.dtype, args.batch, args.seq, args.gamma, args.rank, args.gradient_checkpointing,
                             not args.no_train_embeddings, not args.no_train_head, args.optimizer, args.eh_state,
-                            args.master_weights)
+                            args.master_weights, args.lora_dropout)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.fsdp_gpus > 1:
             plans = [fsdp2_plan(shape, m, settings, args.fsdp_gpus) for m in methods]
@@ -461,11 +552,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gc = "on" if settings.gradient_checkpointing else "off"
     print(f"{shape.name}: {shape.total_params():,} parameters, {shape.num_layers} layers; {settings.dtype}, "
-          f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}, "
+          f"batch {settings.batch}, sequence {settings.seq}, gamma {settings.gamma}, LoRA rank {settings.rank}"
+          + (f" (dropout {settings.lora_dropout:g})" if settings.lora_dropout else "") + ", "
           f"gradient checkpointing {gc}, {settings.optimizer}"
           + (", LISA E/H state 8-bit" if settings.eh_state == "8bit" else "")
           + (", LISA fp32 master weights" if settings.master_weights == "fp32" else "") + (f"; per GPU under FSDP2 over {args.fsdp_gpus} GPUs" if args.fsdp_gpus > 1 else ""))
     print(table(plans))
+    if {"lisa", "lora"} <= set(methods) and args.fsdp_gpus == 1:
+        print(crossover_line(shape, settings))
     print("Sums of tensors (1 GB = 1e9 bytes); add the CUDA context and allocator slack (~1-2 GB).")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -19,13 +20,17 @@ SMALL_CONFIGS = {
                        num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4),
     "gpt2": dict(model_type="gpt2", vocab_size=1000, n_embd=128, n_layer=3, n_head=4, n_positions=128),
 }
+# bf16 activations: a small vocabulary, so that the head's term (the loss's backward transient on top of the
+# saved tensors, see memory.activation_bytes) does not hide the layers'
+NARROW_VOCAB = {"llama-narrow-vocab": dict(model_type="llama", vocab_size=128, hidden_size=256, intermediate_size=688,
+                                           num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2)}
 BATCH, SEQ, GAMMA, RANK = 2, 32, 2, 8
 
 
 def build(name: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kwargs = dict(SMALL_CONFIGS[name])
+    kwargs = dict({**SMALL_CONFIGS, **NARROW_VOCAB}[name])
     model_type = kwargs.pop("model_type")
     if model_type == "llama":
         kwargs["tie_word_embeddings"] = False
@@ -106,14 +111,58 @@ def test_bnb_8bit_state_prediction_is_exact(method, name):
         assert embeddings and predicted - 8 * embeddings < (torch_state - 8 * embeddings) / 2
 
 
-@pytest.mark.parametrize("name", list(SMALL_CONFIGS))
-def test_activation_prediction_within_10_percent_of_saved_tensors(name):
+def activation_model(name: str, method: str, dtype=torch.float32, lora_dropout: float = 0.0):
+    """The model of ``name`` set up to train as ``method`` trains: LISA's E, H and gamma layers trainable, the
+    other layers frozen; LoRA's adapters (with ``lora_dropout``, in train mode) on every linear layer."""
     model, config = build(name)
+    model.to(dtype)
+    if method == "lisa":
+        model.requires_grad_(False)
+        model.get_input_embeddings().weight.requires_grad_(True)
+        model.get_output_embeddings().weight.requires_grad_(True)
+        layers = model.model.layers if hasattr(model, "model") else model.transformer.h
+        for layer in list(layers)[-GAMMA:]:
+            layer.requires_grad_(True)
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=RANK, lora_dropout=lora_dropout, target_modules="all-linear"))
+    model.train()
+    return model, config
+
+
+ACTIVATION_CASES = [(name, method, "fp32", 0.0) for name in SMALL_CONFIGS for method in memory.METHODS] + [
+    ("llama-gqa", "lora", "fp32", 0.1), ("gpt2", "lora", "fp32", 0.1),
+    *[("llama-narrow-vocab", method, "bf16", 0.0) for method in memory.METHODS],
+    ("llama-narrow-vocab", "lora", "bf16", 0.1),
+]
+
+
+@pytest.mark.parametrize("name,method,dtype,lora_dropout", ACTIVATION_CASES)
+def test_activation_prediction_within_10_percent_of_saved_tensors(name, method, dtype, lora_dropout):
+    model, config = activation_model(name, method, getattr(torch, memory.TORCH_DTYPES[dtype]), lora_dropout)
     shape = memory.shape_from_config(config.to_dict(), name)
+    torch.manual_seed(1)
     ids = torch.randint(0, config.vocab_size, (BATCH, 64))
     measured = memory.measure_saved_activation_bytes(model, ids)
-    predicted = memory.activation_bytes(shape, memory.Settings(dtype="fp32", batch=BATCH, seq=64))
-    assert 0.9 <= predicted / measured <= 1.1, f"{name}: predicted {predicted:,} vs saved {measured:,}"
+    settings = memory.Settings(dtype=dtype, batch=BATCH, seq=64, gamma=GAMMA, rank=RANK, lora_dropout=lora_dropout)
+    predicted = memory.activation_bytes(shape, settings, method)
+    assert 0.9 <= predicted / measured <= 1.1, f"{name}/{method}/{dtype}: predicted {predicted:,} vs saved {measured:,}"
+
+
+def test_lisa_keeps_fewer_activations_than_lora_and_the_planner_knows_by_how_much():
+    """Frozen layers keep no linear layer's input, LoRA's layers keep theirs for the adapters: measured on a
+    Llama layout, LISA's saved tensors are below LoRA's and the planner's difference is within 15% of the measured one."""
+    shape, saved = None, {}
+    ids = torch.randint(0, SMALL_CONFIGS["llama-wide"]["vocab_size"], (BATCH, 64))
+    for method in ("lisa", "lora"):
+        model, config = activation_model("llama-wide", method)
+        shape = memory.shape_from_config(config.to_dict(), "llama-wide")
+        saved[method] = memory.measure_saved_activation_bytes(model, ids)
+    settings = memory.Settings(dtype="fp32", batch=BATCH, seq=64, gamma=GAMMA, rank=RANK)
+    predicted = memory.activation_bytes(shape, settings, "lora") - memory.activation_bytes(shape, settings, "lisa")
+    assert saved["lisa"] < saved["lora"]
+    assert 0.85 <= predicted / (saved["lora"] - saved["lisa"]) <= 1.15
 
 
 def test_builtin_shapes_have_the_published_parameter_counts():
@@ -258,3 +307,31 @@ def test_master_weights_prediction_is_the_plugins_bound_and_shows_where_it_lands
                              (dict(dtype="bf16", optimizer="adamw_bnb_8bit"), "torch's AdamW only")):
         with pytest.raises(ValueError, match=message):
             memory.plan(big, "lisa", memory.Settings(master_weights="fp32", **{**common, **refused}))
+
+
+@pytest.mark.parametrize("options", [{}, {"master_weights": "fp32"}, {"lora_dropout": 0.05},
+                                     {"optimizer": "adamw_bnb_8bit", "eh_state": "8bit"}])
+def test_crossover_is_the_first_micro_batch_size_where_lisa_is_at_or_below_lora(options):
+    shape = memory.resolve_model("llama-3-8b")
+    settings = memory.Settings(dtype="bf16", rank=16, **options)
+    tokens = memory.lisa_lora_crossover(shape, settings)
+    assert tokens and tokens > 1
+
+    def at(n):
+        s = dataclasses.replace(settings, batch=1, seq=n)
+        return memory.plan(shape, "lisa", s).total, memory.plan(shape, "lora", s).total
+
+    lisa, lora = at(tokens)
+    assert lisa <= lora
+    lisa, lora = at(tokens - 1)
+    assert lisa > lora
+
+
+def test_crossover_says_never_when_lisa_keeps_as_much_per_token_and_more_fixed(capsys):
+    """With gradient checkpointing in float32, LISA's and LoRA's per-token bytes are a layer input each plus one
+    recomputed layer (LISA's active one is the larger), so the fixed E/H cost is never made up."""
+    shape = memory.resolve_model("llama-3-8b")
+    settings = memory.Settings(dtype="fp32", rank=16, gradient_checkpointing=True)
+    assert memory.lisa_lora_crossover(shape, settings) is None
+    assert memory.main(["llama-3-8b", "--dtype", "fp32", "--rank", "16", "--gradient-checkpointing"]) == 0
+    assert "LISA stays above LoRA at every micro-batch size with these settings." in capsys.readouterr().out
