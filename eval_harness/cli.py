@@ -97,6 +97,10 @@ def _add_compare_parser(sub) -> None:
     judge.add_argument("--judge-concurrency", type=_positive, default=4, help="parallel judge requests")
     judge.add_argument("--rejudge-failed", action="store_true",
                        help="ask the judge again for stored unparsable verdicts and errors (the rest stays cached)")
+    judge.add_argument("--judge-constrain-verdict", action="store_true",
+                       help="make the judge server end every verdict in FastChat's format, 'Rating: [[N]]' (vLLM's "
+                       "structured outputs), for small local judges that miss it; FastChat only asks for it in the "
+                       "prompt, so this is recorded in results and shown in the report; not with --pairwise-baseline")
     judge.add_argument("--pairwise-baseline", metavar="RUN",
                        help="also judge every run against RUN's answers (FastChat pair-v2, both orders)")
     judge.add_argument("--reference", dest="references", action="append", default=[], type=Path, metavar="PATH",
@@ -329,6 +333,11 @@ def compare_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
         if args.judge_base_url:
             parser.error("--judge-engine-model: give either it or --judge-base-url, not both")
         args.judge_model = args.judge_model or Path(args.judge_engine_model).name
+    if args.judge_constrain_verdict and not args.judge_model:
+        parser.error("--judge-constrain-verdict: needs a judge (--judge-model with --judge-base-url, or --judge-engine-model)")
+    if args.judge_constrain_verdict and args.pairwise_baseline:
+        parser.error("--judge-constrain-verdict: single grading only; --pairwise-baseline verdicts are [[A]]/[[B]]/[[C]], "
+                     "not 'Rating: [[N]]'")
     problem = missing_api_key(args.judge_base_url or (args.judge_engine_model and "engine"))
     if args.judge_model and "mt_bench" in tasks and problem:
         parser.error(f"--judge-model: {problem}")
@@ -337,7 +346,8 @@ def compare_settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
         runs_dir=args.runs_dir, output=args.output or args.runs_dir / "report", tasks=tasks, limit=args.limit,
         judge_model=args.judge_model, judge_base_url=args.judge_base_url, judge_engine_model=args.judge_engine_model,
         judge_repeats=args.judge_repeats,
-        judge_concurrency=args.judge_concurrency, rejudge_failed=args.rejudge_failed, pairwise_baseline=args.pairwise_baseline, data_dir=args.data_dir,
+        judge_concurrency=args.judge_concurrency, rejudge_failed=args.rejudge_failed,
+        judge_constrain_verdict=args.judge_constrain_verdict, pairwise_baseline=args.pairwise_baseline, data_dir=args.data_dir,
         mt_bench_dir=args.mt_bench_dir, fewshot=_fewshot_settings(args),
         batch_size=args.batch_size or ("auto" if device.startswith("cuda") else "1"), dtype=args.dtype,
         device=device, max_new_tokens=args.max_new_tokens, template=args.template, base_model=args.base_model,

@@ -51,6 +51,7 @@ class CompareSettings:
     judge_repeats: int = 1
     judge_concurrency: int = 4
     rejudge_failed: bool = False  # re-ask stored unparsable verdicts and judge errors
+    judge_constrain_verdict: bool = False  # the judge server enforces "... Rating: [[N]]" (vLLM structured outputs)
     pairwise_baseline: str | None = None  # run name: also judge every other run against it (pair-v2)
     data_dir: Path | None = None
     mt_bench_dir: Path | None = None
@@ -484,7 +485,8 @@ class Comparison:
         if s.judge_engine_model:
             return self._engine_judge()
         return JudgeSettings(model=s.judge_model, base_url=s.judge_base_url, repeats=s.judge_repeats,
-                             concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed)
+                             concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed,
+                             verdict_regex=self._verdict_regex())
 
     def _engine_judge(self):
         """--judge-engine-model: a judge on a vLLM server of that model, started once from the engine env."""
@@ -501,8 +503,18 @@ class Comparison:
                                            s.output / "engine", self.say)
         endpoint = self._judge_server.endpoint()
         settings = JudgeSettings(model=endpoint.model, base_url=f"{endpoint.base_url}/v1", repeats=s.judge_repeats,
-                                 concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed)
+                                 concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed,
+                                 verdict_regex=self._verdict_regex())
         return EngineJudge(settings, self._judge_key()["base_url"])
+
+    def _verdict_regex(self) -> str | None:
+        """--judge-constrain-verdict: FastChat's single-grading verdict format, enforced by the judge server."""
+        if not self.settings.judge_constrain_verdict:
+            return None
+        from eval_harness.judges import JudgeSettings
+        from eval_harness.mt_bench.judge import single_verdict_regex
+
+        return single_verdict_regex(JudgeSettings.max_tokens)
 
     def _judge_key(self) -> dict[str, Any]:
         s = self.settings
@@ -514,7 +526,10 @@ class Comparison:
             if self._judge_engine_name is None:  # reads the engine venv's metadata: once
                 self._judge_engine_name = stable_endpoint(engine_identity(s.backend), s.judge_engine_model)
             base_url = self._judge_engine_name
-        return {"model": s.judge_model, "base_url": base_url, "repeats": s.judge_repeats}
+        key = {"model": s.judge_model, "base_url": base_url, "repeats": s.judge_repeats}
+        if s.judge_constrain_verdict:  # only when set: results judged in free text keep their keys
+            key["verdict_regex"] = self._verdict_regex()
+        return key
 
     def _store_mt_bench(self, outcome: RunOutcome, summary: dict[str, Any], key: dict[str, Any], start: float,
                         prefix: str) -> None:

@@ -49,6 +49,9 @@ class JudgeSettings:
     max_retry_after_s: float = 120.0  # a server asking to wait longer (Retry-After) stops the run
     max_reply_bytes: int = 16 * 2**20
     rejudge_failed: bool = False  # re-ask stored parse failures and errors (never part of a cache key)
+    # A regular expression the server must make the verdict match (vLLM's `structured_outputs`); None: free text,
+    # as FastChat asks (the format is requested in the prompt only). Part of the identity, so of every cache key.
+    verdict_regex: str | None = None
 
     def __post_init__(self):
         for name, minimum in (("repeats", 1), ("concurrency", 1), ("max_tokens", 1), ("max_retries", 0)):
@@ -152,7 +155,10 @@ class OpenAICompatibleJudge:
 
     def identity(self) -> dict:
         s = self.settings
-        return {"model": s.model, "base_url": s.base_url, "temperature": s.temperature, "max_tokens": s.max_tokens}
+        identity = {"model": s.model, "base_url": s.base_url, "temperature": s.temperature, "max_tokens": s.max_tokens}
+        if s.verdict_regex is not None:  # only when set: free-text verdicts keep the keys they always had
+            identity["verdict_regex"] = s.verdict_regex
+        return identity
 
     def redact(self, text: str) -> str:
         return redact_key(text, self._key or "")
@@ -165,6 +171,8 @@ class OpenAICompatibleJudge:
             "temperature": s.temperature,
             "max_tokens": s.max_tokens,
         }
+        if s.verdict_regex is not None:
+            body["structured_outputs"] = {"regex": s.verdict_regex}
         where = f"judge {s.model!r} at {self.url}"
         for attempt in range(s.max_retries + 1):
             last = attempt == s.max_retries

@@ -54,6 +54,20 @@ _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _RATING_ONE_BRACKET = re.compile(r"rating\s*[:=]?\s*\*{0,2}\s*\[\s*(\d+(?:\.\d+)?)\s*\]", re.IGNORECASE)
 
 
+VERDICT_TAIL = "Rating: [[N]]"  # what FastChat's single-grading prompts ask the verdict to end with
+
+
+def single_verdict_regex(max_tokens: int, limit: int = 1000) -> str:
+    """A regular expression for a single-grading verdict in FastChat's format: a bracket-free explanation,
+    then ``Rating: [[N]]`` with N in 1-10 (``compare --judge-constrain-verdict``: the judge server enforces
+    it). The explanation is at most ``max_tokens`` - 16 characters (and ``limit``): a token is at least one
+    character, so the rating always fits in the judge's token budget."""
+    room = min(limit, max_tokens - 16)
+    if room < 0:
+        raise ValueError(f"max_tokens: {max_tokens} leaves no room for {VERDICT_TAIL!r}; expected 16 or more")
+    return r"[^\[\]]{0,%d}Rating: \[\[(10|[1-9])\]\]" % room
+
+
 @dataclass(frozen=True)
 class Grading:
     """Who judges, how often each answer is judged, and how many requests run at once."""

@@ -160,6 +160,9 @@ def judge_all(bench, questions, answers, out_dir: Path, model_id: str, grading: 
     served = getattr(grading.judge, "served_models", None)
     summary["judge"] = {"model": grading.judge.model, "endpoint": judge_endpoint(grading.judge),
                         "served_by": served() if callable(served) else None}
+    constraint = (grading.judge.identity() or {}).get("verdict_regex")
+    if constraint is not None:
+        summary["judge"]["verdict_regex"] = constraint
     return summary
 
 

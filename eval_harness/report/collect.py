@@ -78,7 +78,11 @@ def judge_label(result: TaskResult) -> str | None:
     asked = ((result.settings or {}).get("judge") or {}).get("base_url")
     endpoint = judge.get("endpoint") or details.get("judge_endpoint") or asked or OPENAI_BASE_URL
     served = [s for s in judge.get("served_by") or [] if s != model]
-    return f"{model} at {endpoint}" + (f" (served as {', '.join(served)})" if served else "")
+    label = f"{model} at {endpoint}" + (f" (served as {', '.join(served)})" if served else "")
+    if judge.get("verdict_regex"):
+        label += (" (verdict format enforced by the server, --judge-constrain-verdict: FastChat only asks for it "
+                  "in the prompt)")
+    return label
 
 
 def mt_bench_status(result: TaskResult) -> str:

@@ -145,3 +145,30 @@ def test_a_judge_on_the_engine_grades_and_is_named_by_what_it_serves(served, sha
     assert counts["errors"] == counts["refused"] == 0 and len(records) == 4  # 2 questions x 2 turns, all answered
     assert all(r["judge"][0] == endpoint.model and r["judgment"] for r in records)  # the tiny model's gibberish
     assert name.startswith("engine:vllm-0.") and judge.identity()["base_url"] == name
+
+
+@pytest.mark.parametrize("model_kind", ["smollm2"], indirect=True)
+def test_a_small_judge_constrained_by_the_engine_always_gives_a_rating(served, shared_data, tmp_path):
+    """SmolLM2-135M as a judge: in free text it rarely writes FastChat's "[[N]]"; with --judge-constrain-verdict
+    vLLM's structured outputs make every verdict end in "Rating: [[N]]", so every item gets a rating 1-10."""
+    from eval_harness.judges import JudgeSettings, OpenAICompatibleJudge
+    from eval_harness.mt_bench import data
+    from eval_harness.mt_bench.judge import judge_answers, open_judge, parse_score, single_verdict_regex
+
+    endpoint, _ = served
+    bench = data.load(shared_data / "mt_bench")
+    questions = [q for q in bench.questions if q.category == "writing"][:2]
+    answers = {q.question_id: ["Here is a short draft that answers the request.", "A revised, shorter draft."]
+               for q in questions}
+    settings = JudgeSettings(model=endpoint.model, base_url=f"{endpoint.base_url}/v1", max_retries=0,
+                             verdict_regex=single_verdict_regex(JudgeSettings.max_tokens))
+    judge = OpenAICompatibleJudge(settings)
+    try:
+        counts = judge_answers(bench, questions, answers, tmp_path / "judgment.jsonl", model_id="m",
+                               grading=open_judge(judge, 1, 4, False))
+    finally:
+        judge.close()
+    records = [json.loads(line) for line in (tmp_path / "judgment.jsonl").read_text().splitlines()]
+    assert counts["errors"] == counts["refused"] == 0 and len(records) == 4
+    assert all(1 <= parse_score(r["judgment"]) <= 10 and r["score"] == parse_score(r["judgment"]) for r in records)
+    assert all(r["judgment"].rstrip().endswith("]]") and len(r["judgment"]) > len("Rating: [[1]]") for r in records)

@@ -115,6 +115,43 @@ def test_answer_files_become_judged_rows_and_are_judged_once(runs, bench_dir, ju
     assert float(leaderboard(runs)["alpha"]["mt_bench_overall"]) == 2.5
 
 
+def test_a_constrained_verdict_is_asked_of_the_server_keyed_apart_and_labelled(runs, bench_dir, judge, tmp_path, capsys):
+    """--judge-constrain-verdict sends FastChat's verdict format as vLLM's `structured_outputs` regex with every
+    request; verdicts given in free text are not reused for it (nor the other way round), and the report says so."""
+    from eval_harness.mt_bench.judge import single_verdict_regex
+
+    ref = answer_file(tmp_path / "alpha.jsonl", ALPHA)
+    assert main(compare_args(runs, bench_dir, judge, "--reference", str(ref))) == 0, capsys.readouterr()
+    assert len(judge.requests) == 4 and not any("structured_outputs" in r for r in judge.requests)
+    assert main(compare_args(runs, bench_dir, judge, "--reference", str(ref), "--judge-constrain-verdict")) == 0
+    constrained = judge.requests[4:]
+    assert len(constrained) == 4  # judged again: another judge setting, another key
+    assert all(r["structured_outputs"] == {"regex": single_verdict_regex(2048)} for r in constrained)
+    row = leaderboard(runs)["alpha"]
+    assert float(row["mt_bench_overall"]) == 6.5
+    assert row["mt_bench_judge"].endswith("(verdict format enforced by the server, --judge-constrain-verdict: "
+                                          "FastChat only asks for it in the prompt)")
+    assert "verdict format enforced by the server" in (runs / "report" / "leaderboard.md").read_text()
+    # each setting keeps its own cached verdicts
+    assert main(compare_args(runs, bench_dir, judge, "--reference", str(ref), "--judge-constrain-verdict")) == 0
+    assert main(compare_args(runs, bench_dir, judge, "--reference", str(ref))) == 0
+    assert len(judge.requests) == 8
+    assert "verdict format enforced" not in leaderboard(runs)["alpha"]["mt_bench_judge"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--pairwise-baseline", "full"], "--judge-constrain-verdict: single grading only"),
+    (["--no-judge"], "--judge-constrain-verdict: needs a judge"),
+])
+def test_a_constrained_verdict_needs_single_grading_by_a_judge(runs, bench_dir, judge, extra, message, capsys):
+    args = compare_args(runs, bench_dir, None if extra == ["--no-judge"] else judge, "--judge-constrain-verdict",
+                        *[e for e in extra if e != "--no-judge"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_without_a_judge_the_row_says_not_judged(bench_dir, tmp_path, capsys):
     runs = tmp_path / "no-runs"  # answer files alone are enough to compare
     runs.mkdir()

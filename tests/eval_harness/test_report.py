@@ -212,7 +212,7 @@ LEADERBOARD_OPTIONS = {"--format", "--baseline", "--resamples", "--seed", "--nor
 REPORT_OPTIONS = {"--output", "--results", "--mt-bench-dir", *LEADERBOARD_OPTIONS}
 COMPARE_OPTIONS = {
     "--output", "--tasks", "--limit", "--judge-model", "--judge-base-url", "--judge-repeats", "--judge-concurrency",
-    "--pairwise-baseline", "--reference", "--rejudge-failed", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
+    "--pairwise-baseline", "--reference", "--rejudge-failed", "--judge-constrain-verdict", "--data-dir", "--mt-bench-dir", "--gsm8k-fewshot", "--pubmedqa-fewshot", "--fewshot",
     "--batch-size", "--dtype", "--device", "--max-new-tokens", "--template", "--method", "--set", "--base-model",
     "--variant", "--apply-chat-template", "--fewshot-as-multiturn", *LEADERBOARD_OPTIONS,
     "--backend", "--server-url", "--server-model", "--engine-python", "--engine-command", "--engine-concurrency",
