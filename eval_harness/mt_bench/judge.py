@@ -58,14 +58,15 @@ VERDICT_TAIL = "Rating: [[N]]"  # what FastChat's single-grading prompts ask the
 
 
 def single_verdict_regex(max_tokens: int, limit: int = 1000) -> str:
-    """A regular expression for a single-grading verdict in FastChat's format: a bracket-free explanation,
-    then ``Rating: [[N]]`` with N in 1-10 (``compare --judge-constrain-verdict``: the judge server enforces
-    it). The explanation is at most ``max_tokens`` - 16 characters (and ``limit``): a token is at least one
-    character, so the rating always fits in the judge's token budget."""
+    """A regular expression for a single-grading verdict in FastChat's format: an explanation in printable
+    ASCII without square brackets, then ``Rating: [[N]]`` with N in 1-10 (``compare --judge-constrain-verdict``:
+    the judge server enforces it). The explanation is at most ``max_tokens`` - 16 characters (and ``limit``):
+    an ASCII character is one byte and a token at least one byte, so the rating always fits in the judge's
+    token budget (a non-ASCII character could take several tokens)."""
     room = min(limit, max_tokens - 16)
     if room < 0:
         raise ValueError(f"max_tokens: {max_tokens} leaves no room for {VERDICT_TAIL!r}; expected 16 or more")
-    return r"[^\[\]]{0,%d}Rating: \[\[(10|[1-9])\]\]" % room
+    return r"[ -Z\\^-~\n]{0,%d}Rating: \[\[(10|[1-9])\]\]" % room
 
 
 @dataclass(frozen=True)

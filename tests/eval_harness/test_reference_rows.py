@@ -139,6 +139,24 @@ def test_a_constrained_verdict_is_asked_of_the_server_keyed_apart_and_labelled(r
     assert "verdict format enforced" not in leaderboard(runs)["alpha"]["mt_bench_judge"]
 
 
+def test_the_constrained_verdict_is_fastchats_format_and_fits_the_token_budget():
+    """ASCII without brackets (one byte, so at most one token, a character), then "Rating: [[N]]" with N in 1-10;
+    the explanation's bound leaves room for the rating within max_tokens."""
+    from eval_harness.mt_bench.judge import parse_score, single_verdict_regex
+
+    regex = single_verdict_regex(2048)
+    assert re.fullmatch(regex, "Correct, 3 + 4 = 7; concise ^_~ \\ and clear.\nRating: [[7]]")
+    for bad in ("Caf\u00e9 is right.\nRating: [[7]]", "See [1].\nRating: [[7]]", "Rating: [[11]]", "Rating: [[0]]",
+                "Rating: [[7]] and more"):
+        assert not re.fullmatch(regex, bad), bad
+    tight = single_verdict_regex(40)
+    assert re.fullmatch(tight, "x" * 24 + "Rating: [[10]]") and len("x" * 24 + "Rating: [[10]]") <= 40
+    assert not re.fullmatch(tight, "x" * 25 + "Rating: [[10]]")
+    assert parse_score("x" * 24 + "Rating: [[10]]") == 10
+    with pytest.raises(ValueError, match="max_tokens: 8 leaves no room"):
+        single_verdict_regex(8)
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--pairwise-baseline", "full"], "--judge-constrain-verdict: single grading only"),
     (["--no-judge"], "--judge-constrain-verdict: needs a judge"),
