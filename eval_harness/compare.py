@@ -472,7 +472,9 @@ class Comparison:
             template=s.template, max_new_tokens=budget, device=s.device, dtype=s.dtype,
             batch_size=s.batch_size, pairwise_baseline=baseline_answers, judge_repeats=s.judge_repeats,
             judge_concurrency=s.judge_concurrency, rejudge_failed=s.rejudge_failed,
-            endpoint=self._server.endpoint() if self._server is not None else None, concurrency=s.backend.concurrency,
+            # answers all cached (only the judge changed, say): the run's server never starts
+            endpoint=self._server.lazy_endpoint() if self._server is not None else None,
+            concurrency=s.backend.concurrency,
         )
         self._store_mt_bench(outcome, summary, key, start, prefix)
 

