@@ -606,9 +606,11 @@ def _main_table(results: dict[str, dict], spec: dict) -> list[str]:
 
 
 def markdown(results: dict[str, dict], spec: dict, targets: list[dict], command: str) -> str:
+    # the model's own parameters: a LoRA row's count includes its adapters
+    model_params = min(r["total_params"] - (r["trainable_params"] if name == "lora" else 0) for name, r in results.items())
     any_result = next(iter(results.values()))
     lines = [
-        f"Llama layout ({spec.get('shape', 'llama2')} shape), {any_result['total_params']:,} parameters (vocab "
+        f"Llama layout ({spec.get('shape', 'llama2')} shape), {model_params:,} parameters (vocab "
         f"{spec['vocab']}, hidden {spec['hidden']}, {spec['layers']} layers, {spec['heads']} heads / "
         f"{spec.get('kv_heads', spec['heads'])} KV heads, intermediate {spec['intermediate']}, untied), sequence "
         f"{spec['seq']}, batch {spec['batch']}, {spec['steps']} steps, {spec['dtype']}, adamw_torch (ours-eh-8bit: "

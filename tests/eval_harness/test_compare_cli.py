@@ -138,6 +138,7 @@ def test_chat_benchmark_call_interface(axolotl_runs, shared_data, tmp_path, monk
         repeats: int = 1
         concurrency: int = 4
         rejudge_failed: bool = False
+        verdict_regex: str | None = None
 
     calls = []
 
