@@ -35,8 +35,6 @@ from pathlib import Path
 from lisa_plugin.core.eh_state import EH_STATES, bnb_state_bytes
 
 DTYPE_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2}
-TORCH_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-                "fp16": "float16", "float16": "float16"}  # --dtype -> torch dtype name
 METHODS = ("full", "lora", "lisa")
 ADAM_STEP_BYTES = 4  # torch AdamW's `step`: a float32 scalar tensor per parameter
 LORA_DTYPE_BYTES = 4  # peft keeps adapters in float32 (autocast_adapter_dtype=True)

@@ -157,13 +157,13 @@ def test_the_constrained_verdict_is_fastchats_format_and_fits_the_token_budget()
         single_verdict_regex(8)
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--pairwise-baseline", "full"], "--judge-constrain-verdict: single grading only"),
-    (["--no-judge"], "--judge-constrain-verdict: needs a judge"),
+@pytest.mark.parametrize("with_judge,extra,message", [
+    (True, ["--pairwise-baseline", "full"], "--judge-constrain-verdict: single grading only"),
+    (False, [], "--judge-constrain-verdict: needs a judge"),
 ])
-def test_a_constrained_verdict_needs_single_grading_by_a_judge(runs, bench_dir, judge, extra, message, capsys):
-    args = compare_args(runs, bench_dir, None if extra == ["--no-judge"] else judge, "--judge-constrain-verdict",
-                        *[e for e in extra if e != "--no-judge"])
+def test_a_constrained_verdict_needs_single_grading_by_a_judge(runs, bench_dir, judge, with_judge, extra, message,
+                                                               capsys):
+    args = compare_args(runs, bench_dir, judge if with_judge else None, "--judge-constrain-verdict", *extra)
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2

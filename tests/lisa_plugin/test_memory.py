@@ -140,7 +140,7 @@ ACTIVATION_CASES = [(name, method, "fp32", 0.0) for name in SMALL_CONFIGS for me
 
 @pytest.mark.parametrize("name,method,dtype,lora_dropout", ACTIVATION_CASES)
 def test_activation_prediction_within_10_percent_of_saved_tensors(name, method, dtype, lora_dropout):
-    model, config = activation_model(name, method, getattr(torch, memory.TORCH_DTYPES[dtype]), lora_dropout)
+    model, config = activation_model(name, method, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype], lora_dropout)
     shape = memory.shape_from_config(config.to_dict(), name)
     torch.manual_seed(1)
     ids = torch.randint(0, config.vocab_size, (BATCH, 64))
